@@ -1,0 +1,72 @@
+"""pcs — the Python Component System: nested, replayable run tracking on MLflow.
+
+``import pcs`` does not import MLflow; the first run does.
+
+Note: ``pcs.run`` is the :func:`run` context-manager function; the seed's
+``Run`` class lives in the module of the same name (``from pcs.run import
+Run``) and is re-exported as ``pcs.Run``.
+"""
+
+from __future__ import annotations
+
+from pcs._threads import bind, child_env, instrument_threads, uninstrument_threads
+from pcs.argument_set import ArgumentSet
+from pcs.component import Component
+from pcs.component_run import ComponentRun
+from pcs.exceptions import (
+    CodeDriftError,
+    EncodingError,
+    PcsError,
+    ReplayError,
+    RunNotFoundError,
+    SpecConflictError,
+    SpecError,
+    SpecIntegrityError,
+    SpecNotFoundError,
+    StoreError,
+    UnsafeReplayError,
+    UnsafeYamlError,
+    UntrustedPickleError,
+    UsageError,
+)
+from pcs.registry import InMemoryRegistry, Registry, YamlFileRegistry
+from pcs.run import Run
+from pcs.run_command import RunCommand
+from pcs.secret import Secret
+from pcs.tracking import active_run, last_run, run, tracked
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ArgumentSet",
+    "CodeDriftError",
+    "Component",
+    "ComponentRun",
+    "EncodingError",
+    "InMemoryRegistry",
+    "PcsError",
+    "Registry",
+    "ReplayError",
+    "Run",
+    "RunCommand",
+    "RunNotFoundError",
+    "Secret",
+    "SpecConflictError",
+    "SpecError",
+    "SpecIntegrityError",
+    "SpecNotFoundError",
+    "StoreError",
+    "UnsafeReplayError",
+    "UnsafeYamlError",
+    "UntrustedPickleError",
+    "UsageError",
+    "YamlFileRegistry",
+    "active_run",
+    "bind",
+    "child_env",
+    "instrument_threads",
+    "last_run",
+    "run",
+    "tracked",
+    "uninstrument_threads",
+]

@@ -1,0 +1,154 @@
+"""Argument capture for tracked calls: the argument policy.
+
+Each bound argument is encoded once with the canonical typed encoding
+(:mod:`pcs._canon`). Then, in this order:
+
+* arguments named in ``exclude`` or ``redact``, arguments whose name looks like
+  a secret (password, secret, token, api_key, authorization, credential...),
+  :class:`pcs.Secret` values and URLs carrying a password are replaced by a
+  *redacted* node — before anything is hashed or persisted — and make the run
+  not reproducible unless the value is supplied again at replay;
+* values that cannot be encoded become placeholders (type, repr, digest) and
+  make the run not reproducible, or raise :class:`~pcs.EncodingError` before
+  the call when ``strict=True``;
+* values whose encoding is larger than :data:`MAX_INLINE_BYTES` are stored as
+  content-addressed artifacts and referenced by digest — never truncated.
+
+Alongside, each argument gets a short display text that is logged as the
+MLflow param ``arg.<name>`` when it fits MLflow's limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcs import _canon
+from pcs._backend import MAX_PARAM_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH
+from pcs.secret import Secret
+
+__all__ = ["MAX_INLINE_BYTES", "Captured", "capture", "is_secret_name", "param_key"]
+
+#: Encoded arguments larger than this are stored as artifacts, by digest.
+MAX_INLINE_BYTES = 64 * 1024
+
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?$|secret|token|api[_-]?key|apikey|authorization|auth[_-]?header"
+    r"|credential|private[_-]?key|access[_-]?key",
+    re.IGNORECASE,
+)
+_URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+@")
+_PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def is_secret_name(name: str) -> bool:
+    """True when an argument called ``name`` is redacted by default."""
+    return _SECRET_NAME.search(name) is not None
+
+
+@dataclass
+class Captured:
+    """The captured arguments of one call."""
+
+    #: name -> encoded tree (redacted, placeholder and artifact nodes included)
+    encoded: dict[str, Any] = field(default_factory=dict)
+    #: MLflow params ``arg.<name>`` -> display text
+    params: dict[str, str] = field(default_factory=dict)
+    #: why the call cannot be replayed exactly (empty: it can)
+    reasons: list[str] = field(default_factory=list)
+    #: digest -> canonical bytes of each large value stored as an artifact
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+def capture(
+    arguments: Mapping[str, Any],
+    *,
+    redact: Collection[str] = (),
+    exclude: Collection[str] = (),
+    strict: bool = False,
+) -> Captured:
+    """Encode the bound ``arguments`` of one call under the argument policy."""
+    out = Captured()
+    for name, value in arguments.items():
+        reason = _redaction_reason(name, value, redact, exclude)
+        if reason is not None:
+            out.encoded[name] = _canon.redacted_node(reason)
+            if name not in exclude:
+                out.params[param_key(name)] = "<redacted>"
+            out.reasons.append(
+                f"argument {name!r} is {reason}; supply it again to replay "
+                f"(rerun(overrides={{{name!r}: ...}}))"
+            )
+            continue
+        try:
+            tree = _canon.encode(value, strict=strict, root=name)
+        except Exception as exc:
+            if strict:
+                raise
+            tree = _canon.encode(_Unencodable(exc))
+        problems = _canon.find_placeholders(tree, root=name)
+        if problems:
+            out.reasons.extend(f"argument {p}" for p in problems)
+        blob = _canon.canonical_bytes(tree)
+        if len(blob) > MAX_INLINE_BYTES:
+            digest = _canon.artifact_digest(blob)
+            out.blobs[digest] = blob
+            tree = _canon.artifact_ref_node(digest, len(blob))
+            text = f"<artifact sha256:{digest} ({len(blob)} bytes)>"
+        else:
+            text = _display(value, problems)
+        out.encoded[name] = tree
+        if len(text) <= MAX_PARAM_VALUE_LENGTH:
+            out.params[param_key(name)] = text
+    return out
+
+
+def _redaction_reason(
+    name: str, value: Any, redact: Collection[str], exclude: Collection[str]
+) -> str | None:
+    if name in exclude:
+        return "excluded"
+    if name in redact:
+        return "redacted"
+    if isinstance(value, Secret):
+        return "a pcs.Secret"
+    if is_secret_name(name):
+        return "redacted (its name looks like a secret)"
+    if isinstance(value, str) and _URL_WITH_PASSWORD.match(value):
+        return "redacted (a URL with a password)"
+    return None
+
+
+def _display(value: Any, problems: list[str]) -> str:
+    if problems:
+        return f"<unencodable {type(value).__module__}.{type(value).__qualname__}>"
+    if type(value) in _SCALARS:
+        return str(value)
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__}>"
+    return text
+
+
+def param_key(name: str) -> str:
+    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
+    safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
+    safe = safe.replace("..", "._x2e_")
+    key = f"arg.{safe}"
+    if len(key) > MAX_PARAM_KEY_LENGTH:
+        key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
+    return key
+
+
+class _Unencodable:
+    """Stands in for a value whose encoding raised (a buggy ``__eq__``, say)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __repr__(self) -> str:
+        return f"<value whose encoding raised {type(self.exc).__name__}: {self.exc}>"

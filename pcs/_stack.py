@@ -1,0 +1,77 @@
+"""The stack of active runs: one ``ContextVar`` holding an immutable tuple.
+
+Because the tuple is immutable and every push sets a new one, sibling
+threads and asyncio tasks (each with its own copy of the context) never see
+each other's pushes. ``push`` returns a token and ``pop`` resets by that
+token, always in a ``finally``.
+
+The root parent of a process can be seeded with the environment variable
+``PCS_PARENT_RUN_ID`` (and ``PCS_PARENT_TRACKING_URI``): runs started with an
+empty stack become its children. :func:`pcs.child_env` sets both.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pcs.run import Run
+
+__all__ = ["PARENT_ENV", "PARENT_URI_ENV", "active", "last", "pop", "push", "set_last"]
+
+PARENT_ENV = "PCS_PARENT_RUN_ID"
+PARENT_URI_ENV = "PCS_PARENT_TRACKING_URI"
+
+_stack: ContextVar[tuple[Run, ...]] = ContextVar("pcs_run_stack", default=())
+_last: ContextVar[Run | None] = ContextVar("pcs_last_run", default=None)
+_env_parent: tuple[str, Run | None] | None = None
+
+
+def push(run: Run) -> Token[tuple[Run, ...]]:
+    """Make ``run`` the innermost active run of the current context."""
+    return _stack.set((*_stack.get(), run))
+
+
+def pop(token: Token[tuple[Run, ...]]) -> None:
+    """Undo the :func:`push` that returned ``token``."""
+    _stack.reset(token)
+
+
+def stack() -> tuple[Run, ...]:
+    """The active runs of the current context, outermost first."""
+    return _stack.get()
+
+
+def active() -> Run | None:
+    """The innermost active run, else the process's seeded root parent, else None."""
+    runs = _stack.get()
+    if runs:
+        return runs[-1]
+    return _env_root()
+
+
+def last() -> Run | None:
+    """The most recently ended run that was started in the current context."""
+    return _last.get()
+
+
+def set_last(run: Run) -> None:
+    _last.set(run)
+
+
+def _env_root() -> Run | None:
+    """A handle on the run named by ``PCS_PARENT_RUN_ID`` (cached per value)."""
+    global _env_parent
+    run_id = os.environ.get(PARENT_ENV)
+    if not run_id:
+        return None
+    cached = _env_parent
+    if cached is not None and cached[0] == run_id:
+        return cached[1]
+    from pcs.run import handle
+
+    run = handle(run_id, os.environ.get(PARENT_URI_ENV) or None)
+    _env_parent = (run_id, run)
+    return run

@@ -1,0 +1,449 @@
+"""``pcs.Run``: one MLflow run, with the seed API of the original pcs kept name for name.
+
+A Run is a handle on a run in the MLflow tracking store that MLflow resolves
+(``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db``). It is
+created RUNNING, tagged ``pcs.is_run=True``, and ends FINISHED, FAILED or
+KILLED. Every ``MlflowClient`` method that takes the run id first and whose
+name starts with one of :attr:`Run.PASS_THROUGH_FN_PREFIXES` is available on
+the Run without the id: ``run.log_metric("loss", 0.1)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import traceback
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pcs import _backend
+from pcs._backend import Backend, get_backend, now_ms
+from pcs.exceptions import RunNotFoundError, UsageError
+from pcs.registry import InMemoryRegistry, Registry
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunData, RunInfo
+
+__all__ = ["Run", "handle", "status_for_exception"]
+
+_log = logging.getLogger("pcs")
+
+ERROR_TYPE_TAG = "pcs.error.type"
+TRACEBACK_ARTIFACT = "pcs.traceback.txt"
+_TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+def status_for_exception(exc: BaseException | None) -> str:
+    """The run status for a block that ended with ``exc`` (None: it returned).
+
+    FINISHED on return and ``SystemExit(0)``; KILLED on KeyboardInterrupt,
+    ``asyncio.CancelledError`` and other interruptions; FAILED otherwise.
+    """
+    if exc is None:
+        return "FINISHED"
+    if isinstance(exc, SystemExit):
+        return "FINISHED" if exc.code in (None, 0) else "FAILED"
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return "KILLED"
+    if isinstance(exc, Exception):
+        return "FAILED"
+    return "KILLED"
+
+
+class Run:
+    """A run in the MLflow tracking store.
+
+    ``Run()`` creates a new run in the default experiment; ``Run(experiment_id=...)``
+    in another; ``Run(existing_run_id=...)`` wraps a run that already exists (a
+    :class:`~pcs.exceptions.RunNotFoundError` naming the id and the tracking URI
+    if it does not). Used as a context manager, the run ends FINISHED when the
+    block returns, FAILED on an exception and KILLED on an interruption; the
+    exception itself always propagates unchanged.
+    """
+
+    DEFAULT_EXPERIMENT_ID: ClassVar[str] = "0"
+    PCS_RUN_TAG: ClassVar[str] = "pcs.is_run"
+    PASS_THROUGH_FN_PREFIXES: ClassVar[list[str]] = [
+        "log",
+        "set_tag",
+        "list_artifacts",
+        "search_runs",
+        "set_terminated",
+        "download_artifacts",
+    ]
+
+    def __init__(
+        self,
+        experiment_id: str | None = None,
+        existing_run_id: str | None = None,
+        *,
+        name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        parent: Run | str | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
+        self._backend: Backend = get_backend(tracking_uri)
+        self._ended_status: str | None = None
+        self._owner_pid = os.getpid()
+        self._name: str | None = name
+        self._parent_id: str | None = None
+        self._experiment_id: str | None
+        if existing_run_id is not None:
+            if experiment_id is not None or name or tags or params or parent is not None:
+                raise UsageError(
+                    "Run() got existing_run_id together with arguments for a new run "
+                    "(experiment_id/name/tags/params/parent). Pass existing_run_id alone to "
+                    "wrap an existing run, or leave it out to create a new one."
+                )
+            self._run_id = str(existing_run_id)
+            self._experiment_id = self._backend.get_run(self._run_id).info.experiment_id
+            return
+        experiment_id = str(experiment_id) if experiment_id is not None else None
+        all_tags: dict[str, str] = {self.PCS_RUN_TAG: "True"}
+        if isinstance(parent, Run):
+            self._parent_id = parent.identifier
+            if experiment_id is None:
+                experiment_id = parent.experiment_id
+        elif parent:
+            self._parent_id = str(parent)
+            if experiment_id is None:
+                experiment_id = self._backend.get_run(self._parent_id).info.experiment_id
+        if self._parent_id:
+            all_tags[_backend.PARENT_RUN_ID_TAG] = self._parent_id
+        all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+        experiment_id = experiment_id or self.DEFAULT_EXPERIMENT_ID
+        self._experiment_id = experiment_id
+        created = self._backend.create_run(experiment_id, run_name=name, tags=all_tags)
+        self._run_id = created.info.run_id
+        if params:
+            self._backend.log_batch(self._run_id, params={str(k): v for k, v in params.items()})
+
+    # -- identity ---------------------------------------------------------
+    @property
+    def identifier(self) -> str:
+        """The MLflow run id."""
+        return self._run_id
+
+    @property
+    def experiment_id(self) -> str:
+        """The id of the MLflow experiment holding this run."""
+        if self._experiment_id is None:
+            self._experiment_id = self._backend.get_run(self._run_id).info.experiment_id
+        return self._experiment_id
+
+    @property
+    def tracking_uri(self) -> str:
+        """The tracking URI of the store holding this run."""
+        return self._backend.tracking_uri
+
+    @property
+    def data(self) -> RunData:
+        """MLflow's ``RunData`` (metrics, params, tags) as stored now."""
+        return self._backend.get_run(self._run_id).data
+
+    @property
+    def info(self) -> RunInfo:
+        """MLflow's ``RunInfo`` (status, times, artifact URI) as stored now."""
+        return self._backend.get_run(self._run_id).info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._run_id}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Run):
+            return NotImplemented
+        return self._run_id == other._run_id and self.tracking_uri == other.tracking_uri
+
+    def __hash__(self) -> int:
+        return hash((self._run_id, self.tracking_uri))
+
+    def __reduce__(self) -> tuple[Any, tuple[type[Run], str, str]]:
+        # A Run crosses process boundaries as a handle: its class, id and store.
+        return (_run_from_handle, (type(self), self._run_id, self.tracking_uri))
+
+    # -- lifecycle --------------------------------------------------------
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run with ``status``: FINISHED, FAILED or KILLED.
+
+        Ending a run twice keeps the first status.
+        """
+        if status not in _TERMINAL:
+            raise UsageError(
+                f"Run {self._run_id}: end(status={status!r}) is not a final status; "
+                f"use one of {', '.join(_TERMINAL)}."
+            )
+        if self._ended_status is not None:
+            return
+        if os.getpid() != self._owner_pid:
+            # A forked child inherited this run from its parent process: not ours to end.
+            _log.debug("pcs: not ending run %s started by process %s", self._run_id,
+                       self._owner_pid)
+            return
+        self._ended_status = status
+        self._backend.set_terminated(self._run_id, status, now_ms())
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._end_with_exception(exc)
+
+    def _end_with_exception(self, exc: BaseException | None) -> None:
+        status = status_for_exception(exc)
+        if exc is not None and status != "FINISHED":
+            self._record_error(exc)
+        self.end(status)
+
+    def _record_error(self, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self._backend.log_batch(
+            self._run_id, tags={ERROR_TYPE_TAG: f"{type(exc).__module__}.{type(exc).__qualname__}"}
+        )
+        self._backend.log_artifact_bytes(self._run_id, TRACEBACK_ARTIFACT, text.encode())
+
+    # -- pass-through to MlflowClient (run id filled in) --------------------
+    def log_metric(
+        self,
+        key: str,
+        value: float,
+        timestamp: int | None = None,
+        step: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``MlflowClient.log_metric`` for this run."""
+        self._backend.call("log_metric", self._run_id, key, value, timestamp, step, **kwargs)
+
+    def log_param(self, key: str, value: Any, **kwargs: Any) -> Any:
+        """``MlflowClient.log_param`` for this run."""
+        return self._backend.call("log_param", self._run_id, key, value, **kwargs)
+
+    def log_batch(
+        self,
+        metrics: Sequence[Any] = (),
+        params: Sequence[Any] = (),
+        tags: Sequence[Any] = (),
+        **kwargs: Any,
+    ) -> None:
+        """``MlflowClient.log_batch`` for this run (MLflow Metric/Param/RunTag entities)."""
+        self._backend.call("log_batch", self._run_id, metrics, params, tags, **kwargs)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log several params at once (one ``log_batch`` call)."""
+        self._backend.log_batch(self._run_id, params={str(k): v for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log several metrics at once (one ``log_batch`` call)."""
+        self._backend.log_batch(self._run_id, metrics=dict(metrics), step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags at once (one ``log_batch`` call)."""
+        self._backend.log_batch(self._run_id, tags={str(k): v for k, v in tags.items()})
+
+    def set_tag(self, key: str, value: Any, **kwargs: Any) -> None:
+        """``MlflowClient.set_tag`` for this run."""
+        self._backend.call("set_tag", self._run_id, key, value, **kwargs)
+
+    def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
+        """``MlflowClient.log_dict`` for this run."""
+        self._backend.call("log_dict", self._run_id, dictionary, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """``MlflowClient.log_text`` for this run."""
+        self._backend.call("log_text", self._run_id, text, artifact_file)
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """``MlflowClient.log_artifact`` for this run."""
+        self._backend.call("log_artifact", self._run_id, local_path, artifact_path)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
+        """``MlflowClient.log_artifacts`` for this run."""
+        self._backend.call("log_artifacts", self._run_id, local_dir, artifact_path)
+
+    def log_stream(self, stream: Any, artifact_file: str) -> None:
+        """``MlflowClient.log_stream`` for this run."""
+        self._backend.call("log_stream", self._run_id, stream, artifact_file)
+
+    def log_table(self, data: Any, artifact_file: str) -> None:
+        """``MlflowClient.log_table`` for this run (needs pandas for DataFrames)."""
+        self._backend.call("log_table", self._run_id, data, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str, **kwargs: Any) -> None:
+        """``MlflowClient.log_figure`` for this run (matplotlib or plotly)."""
+        self._backend.call("log_figure", self._run_id, figure, artifact_file, **kwargs)
+
+    def log_image(self, image: Any, artifact_file: str | None = None, **kwargs: Any) -> None:
+        """``MlflowClient.log_image`` for this run (numpy or PIL)."""
+        self._backend.call("log_image", self._run_id, image, artifact_file, **kwargs)
+
+    def log_inputs(self, datasets: Any = None, models: Any = None) -> None:
+        """``MlflowClient.log_inputs`` for this run."""
+        self._backend.call("log_inputs", self._run_id, datasets, models)
+
+    def log_outputs(self, models: Any) -> None:
+        """``MlflowClient.log_outputs`` for this run."""
+        self._backend.call("log_outputs", self._run_id, models)
+
+    def list_artifacts(self, path: str | None = None) -> list[Any]:
+        """``MlflowClient.list_artifacts`` for this run (``FileInfo`` entries)."""
+        return list(self._backend.call("list_artifacts", self._run_id, path))
+
+    def download_artifacts(self, path: str, dst_path: str | None = None) -> str:
+        """``MlflowClient.download_artifacts`` for this run; returns the local path."""
+        return str(self._backend.call("download_artifacts", self._run_id, path, dst_path))
+
+    def set_terminated(self, status: str | None = None, end_time: int | None = None) -> None:
+        """``MlflowClient.set_terminated`` for this run (prefer :meth:`end`)."""
+        self._backend.call("set_terminated", self._run_id, status, end_time)
+        if status in _TERMINAL:
+            self._ended_status = status
+
+    def search_runs(self, filter_string: str = "", **kwargs: Any) -> list[Any]:
+        """``MlflowClient.search_runs`` within this run's experiment."""
+        return list(self._backend.search_runs([self.experiment_id], filter_string, **kwargs))
+
+    # -- the seed's class-level queries --------------------------------------
+    @classmethod
+    def from_existing_run_id(cls, run_id: str) -> Run:
+        """Wrap an existing run (``RunNotFoundError`` if the store has none with this id)."""
+        return cls(existing_run_id=run_id)
+
+    @staticmethod
+    def run_exists(run_id: str) -> bool:
+        """True when the current tracking store has a run with this id."""
+        return get_backend().run_exists(run_id)
+
+    @classmethod
+    def get_all_runs(cls) -> list[Run]:
+        """Every run tagged ``pcs.is_run`` in the current store, newest first."""
+        backend = get_backend()
+        found = backend.iter_runs(
+            f"tags.`{cls.PCS_RUN_TAG}` = 'True'", ["attributes.start_time DESC"]
+        )
+        return [_run_from_handle(cls, r.info.run_id, backend.tracking_uri) for r in found]
+
+    @staticmethod
+    def print_all_status() -> None:
+        """Print the status of every pcs run in the current store, newest first."""
+        runs = Run.get_all_runs()
+        for run in runs:
+            run.print_status()
+
+    def print_status(self, detailed: bool = False) -> None:
+        """Print the run's id, status, start time, duration and its non-``mlflow.`` tags.
+
+        ``detailed=True`` prints the whole spec (params, metrics, tags) as YAML.
+        """
+
+    def _status_text(self, detailed: bool) -> str:
+        from datetime import UTC, datetime
+
+        record = self._backend.get_run(self._run_id)
+        info = record.info
+        start = datetime.fromtimestamp(info.start_time / 1000, UTC).isoformat(timespec="seconds")
+        end = info.end_time
+        duration = f"{(end - info.start_time) / 1000:.3f}s" if end else "running"
+        name = record.data.tags.get(_backend.RUN_NAME_TAG, "")
+        lines = [
+            f"Run {info.run_id} {name!r}: {info.status}, started {start}, duration {duration}"
+        ]
+        for key, value in sorted(record.data.tags.items()):
+            if not key.startswith("mlflow."):
+                lines.append(f"    {key} = {value}")
+        if detailed:
+            from pcs._yaml import dump_yaml
+
+            lines.append(dump_yaml(self.to_spec()).rstrip())
+        return "\n".join(lines)
+
+    # -- specs and registries ----------------------------------------------
+    def to_spec(self, flatten: bool = False) -> dict[str, Any]:
+        """The run as a spec: ``{identifier: {...}}``, or flat with an ``identifier`` key."""
+        return self._spec(flatten, artifacts=None)
+
+    def _spec(self, flatten: bool, artifacts: list[dict[str, Any]] | None) -> dict[str, Any]:
+        record = self._backend.get_run(self._run_id)
+        info, data = record.info, record.data
+        fields: dict[str, Any] = {
+            "type": "Run",
+            "experiment_id": info.experiment_id,
+            "run_name": info.run_name,
+            "status": info.status,
+            "start_time": info.start_time,
+            "end_time": info.end_time,
+            "user_id": info.user_id,
+            "tags": dict(sorted(data.tags.items())),
+            "params": dict(sorted(data.params.items())),
+            "metrics": {k: float(v) for k, v in sorted(data.metrics.items())},
+        }
+        if artifacts is not None:
+            fields["artifacts"] = artifacts
+        if flatten:
+            return {"identifier": self._run_id, **fields}
+        return {self._run_id: fields}
+
+    def to_registry(
+        self,
+        registry: Registry | None = None,
+        force: bool = False,
+        include_artifacts: bool = False,
+    ) -> Registry:
+        """Add this run's spec to ``registry`` (a new in-memory one by default) and return it.
+
+        An identical spec already present is fine; a different one raises
+        :class:`~pcs.exceptions.SpecConflictError` showing the difference,
+        unless ``force=True``. ``include_artifacts=True`` also copies every
+        artifact file into the registry, by sha256 digest.
+        """
+        registry = registry if registry is not None else InMemoryRegistry()
+        artifacts: list[dict[str, Any]] | None = None
+        if include_artifacts:
+            artifacts = []
+            for path in self._backend.list_all_artifacts(self._run_id):
+                blob = self._backend.read_artifact(self._run_id, path)
+                digest = registry.add_artifact(blob)
+                artifacts.append({"path": path, "digest": digest, "size": len(blob)})
+        registry.add_run_spec(self._spec(False, artifacts), force=force)
+        return registry
+
+    @classmethod
+    def from_registry(cls, registry: Registry, run_id: str) -> Run:
+        """The run ``run_id`` of ``registry``, as it exists in the current store.
+
+        The spec must be in the registry (``SpecNotFoundError`` otherwise) and
+        the run in the current tracking store (``RunNotFoundError`` otherwise:
+        import the registry's runs into this store first).
+        """
+        registry.get_run_spec(run_id)
+        backend = get_backend()
+        if not backend.run_exists(run_id):
+            raise RunNotFoundError(run_id, backend.tracking_uri)
+        return _run_from_handle(cls, run_id, backend.tracking_uri)
+
+
+def handle(run_id: str, tracking_uri: str | None = None) -> Run:
+    """A :class:`Run` handle on ``run_id`` in ``tracking_uri`` (default: the current store).
+
+    The store is not read until the handle is used.
+    """
+    return _run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri)
+
+
+def _run_from_handle(cls: type[Run], run_id: str, tracking_uri: str) -> Run:
+    """Rebuild a Run handle from its id and store without touching the store."""
+    run = cls.__new__(cls)
+    run._backend = get_backend(tracking_uri)
+    run._ended_status = None
+    run._owner_pid = os.getpid()
+    run._name = None
+    run._parent_id = None
+    run._run_id = run_id
+    run._experiment_id = None
+    return run

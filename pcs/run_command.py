@@ -1,0 +1,101 @@
+"""``pcs.RunCommand``: the unit of replay — a Component, an entry point and an ArgumentSet.
+
+A RunCommand is content-addressed: its identifier hashes the component's
+identifier, the entry point and the argument set's identifier, so two calls
+of the same code with the same arguments share one RunCommand.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pcs import _canon
+from pcs.argument_set import ArgumentSet
+from pcs.component import Component
+from pcs.exceptions import SpecError, SpecIntegrityError
+from pcs.registry import InMemoryRegistry, Registry
+
+__all__ = ["RunCommand"]
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """What to call (``component`` + ``entry_point``) and with what (``argument_set``)."""
+
+    component: Component
+    entry_point: str
+    argument_set: ArgumentSet
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "type": "RunCommand",
+            "component_id": self.component.identifier,
+            "entry_point": self.entry_point,
+            "argument_set_id": self.argument_set.identifier,
+        }
+
+    @functools.cached_property
+    def identifier(self) -> str:
+        """sha256 over the component id, the entry point and the argument set id."""
+        return _canon.digest(self._fields())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunCommand):
+            return NotImplemented
+        return self.identifier == other.identifier
+
+    def __hash__(self) -> int:
+        return hash(self.identifier)
+
+    def __repr__(self) -> str:
+        return f"<RunCommand {self.component.path}.{self.entry_point} {self.identifier[:12]}>"
+
+    def to_spec(self, flatten: bool = False) -> dict[str, Any]:
+        """``{identifier: {fields}}``, or flat with an ``identifier`` key."""
+        fields = self._fields()
+        fields["spec_hash"] = _canon.spec_hash(self.identifier, fields)
+        return _canon.join_spec(self.identifier, fields, flatten=flatten)
+
+    def to_registry(
+        self, registry: Registry | None = None, recurse: bool = True, force: bool = False
+    ) -> Registry:
+        """Add this RunCommand to a registry; ``recurse`` adds its Component and ArgumentSet."""
+        registry = registry if registry is not None else InMemoryRegistry()
+        if recurse:
+            registry.add_component_spec(self.component.to_spec(), force=force)
+            registry.add_argument_set_spec(self.argument_set.to_spec(), force=force)
+        registry.add_run_command_spec(self.to_spec(), force=force)
+        return registry
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], registry: Registry) -> RunCommand:
+        """Rebuild a RunCommand from its spec, resolving the ids it refers to in ``registry``."""
+        identifier, fields = _canon.split_spec(spec, kind="RunCommand spec")
+        try:
+            component_id = str(fields["component_id"])
+            argument_set_id = str(fields["argument_set_id"])
+            entry_point = str(fields["entry_point"])
+        except KeyError as exc:
+            raise SpecError(
+                f"RunCommand spec {identifier} lacks the field {exc.args[0]!r}.", identifier
+            ) from None
+        component = Component.from_spec(registry.get_component_spec(component_id))
+        argument_set = ArgumentSet.from_spec(registry.get_argument_set_spec(argument_set_id))
+        command = cls(component, entry_point, argument_set)
+        if command.identifier != identifier:
+            raise SpecIntegrityError(
+                f"RunCommand spec {identifier} does not match its content (it hashes to "
+                f"{command.identifier}); the spec was changed after it was written.",
+                identifier,
+                expected=identifier,
+                actual=command.identifier,
+            )
+        return command
+
+    @classmethod
+    def from_registry(cls, registry: Registry, identifier: str) -> RunCommand:
+        """The RunCommand ``identifier`` of ``registry`` with its Component and ArgumentSet."""
+        return cls.from_spec(registry.get_run_command_spec(identifier), registry)

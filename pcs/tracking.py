@@ -1,0 +1,587 @@
+"""``pcs.run()`` blocks and the ``@pcs.tracked`` decorator.
+
+Both push their Run on the context-local run stack (:mod:`pcs._stack`), so
+runs nest along the real call tree: the innermost active run becomes the
+parent (MLflow tag ``mlflow.parentRunId``) of every run started inside it, in
+the same thread, in asyncio tasks created inside it, and — with
+:func:`pcs.bind` or :func:`pcs.instrument_threads` — in worker threads.
+
+Recording never changes what the user's code does: if pcs cannot record
+(the store is unreachable, say), the call still runs and returns or raises
+exactly as it would without pcs, and the failure is logged once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable, Collection, Generator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import wrapt
+
+from pcs import _events, _stack
+from pcs._capture import Captured, capture
+from pcs.argument_set import ArgumentSet
+from pcs.component import Component
+from pcs.component_run import RETURN_FORMATS, ComponentRun
+from pcs.exceptions import UsageError
+from pcs.run import Run, handle, status_for_exception
+from pcs.run_command import RunCommand
+
+__all__ = ["RunBlock", "active_run", "last_run", "run", "tracked"]
+
+_log = logging.getLogger("pcs")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Attribute on instances of tracked classes holding their captured ``__init__`` arguments.
+INIT_ATTR = "__pcs_init_arguments__"
+TRACKED_CLASS_ATTR = "__pcs_tracked_class__"
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(key: str, message: str, *args: Any) -> None:
+    """Log a warning the first time ``key`` is seen in this process."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    _log.warning(message, *args)
+
+
+def active_run() -> Run | None:
+    """The innermost active Run of the current context, or None."""
+    return _stack.active()
+
+
+def last_run() -> Run | None:
+    """The most recently ended Run that was started in the current context."""
+    return _stack.last()
+
+
+def _resolve_parent(parent: Run | str | None) -> Run | None:
+    if parent is None:
+        return _stack.active()
+    if isinstance(parent, Run):
+        return parent
+    if isinstance(parent, str) and parent:
+        return handle(parent)
+    raise UsageError(f"parent={parent!r} must be a pcs.Run or an MLflow run id string.")
+
+
+# ---------------------------------------------------------------------------
+# pcs.run(...)
+# ---------------------------------------------------------------------------
+class RunBlock:
+    """The context manager returned by :func:`run` (``with`` and ``async with``)."""
+
+    def __init__(
+        self,
+        name: str | None,
+        experiment_id: str | None,
+        tags: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        parent: Run | str | None,
+    ) -> None:
+        self._args = (name, experiment_id, tags, params)
+        self._parent = parent
+        self._run: Run | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> Run:
+        name, experiment_id, tags, params = self._args
+        run = Run(
+            experiment_id,
+            name=name,
+            tags=tags,
+            params=params,
+            parent=_resolve_parent(self._parent),
+        )
+        self._run = run
+        self._token = _stack.push(run)
+        _events.run_started(run)
+        return run
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        run = self._run
+        if run is None:
+            return
+        try:
+            run._end_with_exception(exc)
+        except Exception as err:
+            warn_once(
+                f"end:{type(err).__name__}",
+                "pcs could not end run %s: %s. Check that the tracking store is reachable.",
+                run.identifier,
+                err,
+            )
+        finally:
+            _stack.pop(self._token)
+            _stack.set_last(run)
+            _events.run_ended(run, status_for_exception(exc), exc)
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def run(
+    name: str | None = None,
+    *,
+    experiment_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent: Run | str | None = None,
+) -> RunBlock:
+    """A new Run for a ``with`` or ``async with`` block, nested under the active run.
+
+    ``parent`` (a Run or a run id) overrides the run stack — for a run that
+    lives in another process, say. The run ends FINISHED when the block
+    returns, FAILED on an exception, KILLED on KeyboardInterrupt or
+    cancellation; the exception propagates unchanged.
+    """
+    return RunBlock(name, experiment_id, tags, params, parent)
+
+
+# ---------------------------------------------------------------------------
+# @pcs.tracked
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Options:
+    name: str | None
+    log_return_value: bool
+    return_format: str
+    redact: frozenset[str]
+    exclude: frozenset[str]
+    strict: bool
+
+
+@dataclass
+class _Prepared:
+    """A call's captured arguments and RunCommand, before its run exists."""
+
+    command: RunCommand
+    captured: Captured
+    parent: Run | None
+
+
+class _Tracker:
+    """What ``@tracked`` knows about one callable, computed once at decoration."""
+
+    def __init__(self, fn: Callable[..., Any], options: _Options) -> None:
+        self.fn = fn
+        self.options = options
+        self.signature = inspect.signature(fn)
+        self.params = list(self.signature.parameters.values())
+        self.entry_point = fn.__name__
+        self._components: dict[Any, Component] = {}
+
+    def component(self, owner: Any) -> Component:
+        """The Component of the function itself (``owner`` None) or of its class."""
+        found = self._components.get(owner)
+        if found is None:
+            found = Component.from_callable(self.fn if owner is None else owner)
+            self._components[owner] = found
+        return found
+
+    def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Prepared:
+        """Bind and capture the arguments (raises EncodingError only in strict mode)."""
+        if instance is not None:
+            bound = self.signature.bind(instance, *args, **kwargs)
+        else:
+            bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        reasons: list[str] = []
+        owner: Any = None
+        init: dict[str, Any] | None = None
+        if instance is not None:
+            arguments.pop(self.params[0].name, None)
+            owner = instance if isinstance(instance, type) else type(instance)
+            if not isinstance(instance, type):
+                recorded = getattr(instance, INIT_ATTR, None)
+                if isinstance(recorded, _InitRecord):
+                    init = recorded.captured.encoded
+                    reasons.extend(f"__init__ {r}" for r in recorded.captured.reasons)
+                else:
+                    reasons.append(
+                        f"the instance of {owner.__qualname__} was not created by a "
+                        "@pcs.tracked class, so its __init__ arguments are unknown"
+                    )
+        opts = self.options
+        captured = capture(
+            arguments, redact=opts.redact, exclude=opts.exclude, strict=opts.strict
+        )
+        captured.reasons[:0] = reasons
+        component = self.component(owner)
+        calls = {self.entry_point: captured.encoded}
+        if init is not None:
+            calls = {"__init__": init, **calls}
+        argument_set = ArgumentSet.from_encoded({component.name: calls})
+        command = RunCommand(component, self.entry_point, argument_set)
+        return _Prepared(command, captured, _stack.active())
+
+    def start(self, prepared: _Prepared) -> ComponentRun | None:
+        """Create the call's run; None (and a warning, once) when it cannot be recorded."""
+        try:
+            run = ComponentRun.from_run_command(
+                prepared.command,
+                parent=prepared.parent,
+                params=prepared.captured.params,
+                reasons=prepared.captured.reasons,
+                blobs=prepared.captured.blobs,
+                name=self.options.name or None,
+            )
+        except Exception as exc:
+            warn_once(
+                f"start:{type(exc).__name__}",
+                "pcs could not record a call of %s (%s: %s); the call runs untracked. "
+                "Check MLFLOW_TRACKING_URI and that the tracking store is reachable and "
+                "writable.",
+                self.fn.__qualname__,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        _events.run_started(run)
+        return run
+
+    def finish(
+        self,
+        run: ComponentRun,
+        exc: BaseException | None,
+        value: Any = None,
+        has_value: bool = True,
+    ) -> None:
+        """Record the outcome; never raises."""
+        status = status_for_exception(exc)
+        try:
+            if exc is None and has_value and self.options.log_return_value:
+                run._record_return_value(value, self.options.return_format)
+            run._end_with_exception(exc)
+        except Exception as err:
+            warn_once(
+                f"finish:{type(err).__name__}",
+                "pcs could not record the end of run %s of %s (%s: %s). Check that the "
+                "tracking store is reachable and writable.",
+                run.identifier,
+                self.fn.__qualname__,
+                type(err).__name__,
+                err,
+            )
+        finally:
+            _stack.set_last(run)
+            _events.run_ended(run, status, exc)
+
+    def begin(
+        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ComponentRun | None:
+        return self.start(self.prepare(instance, args, kwargs))
+
+
+def _sync_wrapper(tracker: _Tracker) -> Callable[..., Any]:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        run = tracker.begin(instance, args, kwargs)
+        if run is None:
+            return wrapped(*args, **kwargs)
+        token = _stack.push(run)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _stack.pop(token)
+            tracker.finish(run, exc)
+            raise
+        _stack.pop(token)
+        tracker.finish(run, None, result)
+        return result
+
+    return wrapper
+
+
+def _async_wrapper(tracker: _Tracker) -> Callable[..., Any]:
+    async def call(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Any:
+        run = tracker.begin(instance, args, kwargs)
+        if run is None:
+            return await wrapped(*args, **kwargs)
+        token = _stack.push(run)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _stack.pop(token)
+            tracker.finish(run, exc)
+            raise
+        _stack.pop(token)
+        tracker.finish(run, None, result)
+        return result
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return call(wrapped, instance, args, kwargs)
+
+    return wrapper
+
+
+def _generator_wrapper(tracker: _Tracker) -> Callable[..., Any]:
+    def drive(prepared: _Prepared, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        run = tracker.start(prepared)
+        if run is None:
+            return (yield from gen)
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                token = _stack.push(run)
+                try:
+                    item = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
+                finally:
+                    _stack.pop(token)
+                    to_throw = None
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except StopIteration as stop:
+            tracker.finish(run, None, stop.value)
+            return stop.value
+        except GeneratorExit:
+            # The consumer closed the generator early: a normal ending.
+            token = _stack.push(run)
+            try:
+                gen.close()
+            finally:
+                _stack.pop(token)
+            tracker.finish(run, None, has_value=False)
+            raise
+        except BaseException as exc:
+            tracker.finish(run, exc)
+            raise
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        prepared = tracker.prepare(instance, args, kwargs)
+        return drive(prepared, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+def _async_generator_wrapper(tracker: _Tracker) -> Callable[..., Any]:
+    async def drive(
+        prepared: _Prepared, agen: AsyncGenerator[Any, Any]
+    ) -> AsyncGenerator[Any, Any]:
+        run = tracker.start(prepared)
+        if run is None:
+            async for item in agen:
+                yield item
+            return
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                token = _stack.push(run)
+                try:
+                    if to_throw is not None:
+                        item = await agen.athrow(to_throw)
+                    else:
+                        item = await agen.asend(to_send)
+                finally:
+                    _stack.pop(token)
+                    to_throw = None
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except StopAsyncIteration:
+            tracker.finish(run, None, has_value=False)
+        except GeneratorExit:
+            token = _stack.push(run)
+            try:
+                await agen.aclose()
+            finally:
+                _stack.pop(token)
+            tracker.finish(run, None, has_value=False)
+            raise
+        except BaseException as exc:
+            tracker.finish(run, exc)
+            raise
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        prepared = tracker.prepare(instance, args, kwargs)
+        return drive(prepared, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class _InitRecord:
+    """The captured ``__init__`` arguments of an instance of a tracked class."""
+
+    captured: Captured
+
+
+def _track_class(cls: type, options: _Options) -> type:
+    """Record ``__init__`` arguments on each instance; return the same class."""
+    original: Callable[..., None] = cls.__init__  # type: ignore[misc]
+    signature = inspect.signature(original)
+    first = next(iter(signature.parameters), None)
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if type(self) is cls or not isinstance(getattr(self, INIT_ATTR, None), _InitRecord):
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                bound = None  # a bad call: let __init__ raise its own TypeError
+            if bound is not None:
+                bound.apply_defaults()
+                arguments = dict(bound.arguments)
+                if first is not None:
+                    arguments.pop(first, None)
+                record = _InitRecord(
+                    capture(arguments, redact=options.redact, exclude=options.exclude,
+                            strict=options.strict)
+                )
+                try:
+                    object.__setattr__(self, INIT_ATTR, record)
+                except (AttributeError, TypeError):
+                    warn_once(
+                        f"init:{cls.__qualname__}",
+                        "pcs cannot record __init__ arguments on instances of %s (no "
+                        "__dict__); their tracked methods are not reproducible.",
+                        cls.__qualname__,
+                    )
+        original(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    if not cls.__dict__.get(TRACKED_CLASS_ATTR):
+        _track_subclasses(cls, options)
+    setattr(cls, TRACKED_CLASS_ATTR, True)
+    return cls
+
+
+def _track_subclasses(cls: type, options: _Options) -> None:
+    """Subclasses that define their own ``__init__`` record its arguments too."""
+    own = cls.__dict__.get("__init_subclass__")
+
+    def __init_subclass__(sub: type, /, **kwargs: Any) -> None:
+        if own is not None:
+            own.__func__(sub, **kwargs)
+        else:
+            super(cls, sub).__init_subclass__(**kwargs)  # type: ignore[arg-type]
+        if "__init__" in sub.__dict__:
+            _track_class(sub, options)
+
+    cls.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]
+
+
+@overload
+def tracked(fn: F, /) -> F: ...
+
+
+@overload
+def tracked(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    log_return_value: bool = True,
+    return_format: str = "json",
+    redact: Collection[str] = (),
+    exclude: Collection[str] = (),
+    strict: bool = False,
+) -> Callable[[F], F]: ...
+
+
+def tracked(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    log_return_value: bool = True,
+    return_format: str = "json",
+    redact: Collection[str] = (),
+    exclude: Collection[str] = (),
+    strict: bool = False,
+) -> Any:
+    """Record every call of a function, method or class as a :class:`pcs.ComponentRun`.
+
+    Use as ``@pcs.tracked`` or ``@pcs.tracked(...)`` on functions, async
+    functions, generators, async generators, methods, classmethods and
+    staticmethods (put it outside ``@classmethod``/``@staticmethod``) and
+    classes (their instances remember their ``__init__`` arguments, so tracked
+    methods on them can be replayed).
+
+    Options: ``name`` (the MLflow run name; default the qualified name),
+    ``log_return_value`` (default True), ``return_format`` (``"json"``,
+    ``"yaml"`` or ``"pickle"``), ``redact`` and ``exclude`` (argument names
+    stored as ``<redacted>``), ``strict`` (raise :class:`pcs.EncodingError`
+    before the call when an argument cannot be captured exactly).
+    """
+    if return_format not in RETURN_FORMATS:
+        raise UsageError(
+            f"@pcs.tracked(return_format={return_format!r}): use one of "
+            f"{', '.join(RETURN_FORMATS)}."
+        )
+    for label, names in (("redact", redact), ("exclude", exclude)):
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise UsageError(
+                f"@pcs.tracked({label}=...) takes a collection of argument names, e.g. "
+                f"{label}=('password',); got {names!r}."
+            )
+    options = _Options(
+        name, bool(log_return_value), return_format, frozenset(redact), frozenset(exclude),
+        bool(strict),
+    )
+    if fn is None:
+        return functools.partial(_decorate, options=options)
+    return _decorate(fn, options=options)
+
+
+def _decorate(fn: Any, options: _Options) -> Any:
+    if isinstance(fn, type):
+        return _track_class(fn, options)
+    target = fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
+    if not callable(target):
+        raise UsageError(
+            f"@pcs.tracked cannot decorate {fn!r}: it is not a function, method or class."
+        )
+    tracker = _Tracker(target, options)
+    if inspect.isasyncgenfunction(target):
+        wrapper = _async_generator_wrapper(tracker)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _async_wrapper(tracker)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _generator_wrapper(tracker)
+    else:
+        wrapper = _sync_wrapper(tracker)
+    decorated = wrapt.decorator(wrapper)(fn)
+    decorated.__pcs_tracked__ = tracker  # type: ignore[attr-defined]
+    return decorated
+
+
+def is_tracked(obj: Any) -> bool:
+    """True for a callable or class decorated with ``@pcs.tracked``."""
+    return getattr(obj, "__pcs_tracked__", None) is not None or bool(
+        isinstance(obj, type) and obj.__dict__.get(TRACKED_CLASS_ATTR)
+    )
+

@@ -1,0 +1,85 @@
+"""Every test gets its own real MLflow SQLite store in a temporary directory.
+
+Creating an MLflow SQLite schema runs all of MLflow's migrations (about a
+second), so one template store is made per session and copied for each test;
+its default experiment is pointed at the test's own artifact folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pcs import _backend
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_store: Path
+) -> Iterator[str]:
+    """A fresh SQLite store for this test, set as MLFLOW_TRACKING_URI, cwd = tmp_path."""
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(template_store, db)
+    with sqlite3.connect(db) as con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            ((tmp_path / "mlruns" / "0").as_uri(),),
+        )
+    con.close()
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    _backend.reset_backends()
+    yield uri
+    _backend.reset_backends()
+
+
+@pytest.fixture
+def client(tracking_uri: str):  # type: ignore[no-untyped-def]
+    """A stock MLflow client on the test's store: what pcs wrote is what MLflow sees."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def stored_runs(client) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Every run of every experiment in the store, by run id (read with stock MLflow)."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    out: dict[str, object] = {}
+    token = None
+    while True:
+        page = client.search_runs(ids, max_results=1000, page_token=token)
+        out.update((r.info.run_id, r) for r in page)
+        token = page.token
+        if not token:
+            return out
+
+
+def parent_of(client, run_id: str) -> str | None:  # type: ignore[no-untyped-def]
+    """The ``mlflow.parentRunId`` tag of a run, as MLflow stored it."""
+    return client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+
+
+@pytest.fixture(autouse=True)
+def fresh_run_context() -> Iterator[None]:
+    """Each test starts with an empty run stack and no last run (pytest shares one context)."""
+    from pcs import _stack
+
+    stack_token = _stack._stack.set(())
+    last_token = _stack._last.set(None)
+    yield
+    _stack._last.reset(last_token)
+    _stack._stack.reset(stack_token)

@@ -1,0 +1,75 @@
+"""A store that cannot be written never changes what tracked code returns or raises."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import pcs
+from pcs import _backend
+
+
+@pytest.fixture
+def broken_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_blocked(tmp_path)}/mlflow.db")
+    _backend.reset_backends()
+
+
+def test_tracked_call_result_unchanged(
+    broken_store: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pcs.tracking
+
+    pcs.tracking._warned.clear()
+
+    @pcs.tracked
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with caplog.at_level(logging.WARNING, logger="pcs"):
+        assert add(1, 2) == 3
+        assert add(2, 2) == 4
+    warnings = [r for r in caplog.records if "untracked" in r.getMessage()]
+    assert len(warnings) == 1  # logged once
+    assert "MLFLOW_TRACKING_URI" in warnings[0].getMessage()
+
+
+def test_tracked_exception_unchanged(broken_store: None) -> None:
+    err = ValueError("mine")
+
+    @pcs.tracked
+    def fail() -> None:
+        raise err
+
+    with pytest.raises(ValueError) as raised:
+        fail()
+    assert raised.value is err
+
+
+def test_tracked_generator_and_async_unchanged(broken_store: None) -> None:
+    import asyncio
+
+    @pcs.tracked
+    def gen():  # type: ignore[no-untyped-def]
+        yield from (1, 2)
+
+    @pcs.tracked
+    async def coro() -> str:
+        return "ok"
+
+    assert list(gen()) == [1, 2]
+    assert asyncio.run(coro()) == "ok"
+
+
+def test_explicit_run_block_reports_store_error(broken_store: None) -> None:
+    with pytest.raises(pcs.StoreError, match="MLFLOW_TRACKING_URI"), pcs.run("x"):
+        pass
+
+
+def _blocked(tmp_path: Path) -> Path:
+    """A directory path that cannot be created: its parent is a regular file."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    return blocker / "store"
