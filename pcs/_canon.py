@@ -665,15 +665,9 @@ def encode(value: Any, *, strict: bool = False, root: str = "value") -> Tree:
 # --------------------------------------------------------------------------- decoding
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Unresolved:
+def _unresolved(node: Tree) -> tuple[str, bytes]:
     """Stands in for a value of an importable class during validation (nothing is imported)."""
-
-    node: bytes
-
-
-def _unresolved(node: Tree) -> _Unresolved:
-    return _Unresolved(_tree_bytes(node))
+    return ("<unresolved>", _tree_bytes(node))
 
 
 def _fail(path: str, problem: str) -> SpecError:

@@ -333,6 +333,7 @@ class Run:
     def print_all_status() -> None:
         """Print the status of every pcs run in the current store, newest first."""
         runs = Run.get_all_runs()
+        print(f"{len(runs)} pcs run(s) in {get_backend().tracking_uri}")  # noqa: T201
         for run in runs:
             run.print_status()
 
@@ -341,6 +342,7 @@ class Run:
 
         ``detailed=True`` prints the whole spec (params, metrics, tags) as YAML.
         """
+        print(self._status_text(detailed))  # noqa: T201 - the seed API prints
 
     def _status_text(self, detailed: bool) -> str:
         from datetime import UTC, datetime

@@ -181,6 +181,8 @@ class _Prepared:
     command: RunCommand
     captured: Captured
     parent: Run | None
+    name: str
+    tags: dict[str, str] | None
 
 
 class _Tracker:
@@ -237,7 +239,12 @@ class _Tracker:
             calls = {"__init__": init, **calls}
         argument_set = ArgumentSet.from_encoded({component.name: calls})
         command = RunCommand(component, self.entry_point, argument_set)
-        return _Prepared(command, captured, _stack.active())
+        if owner is None:
+            name = self.fn.__qualname__
+        else:
+            name = f"{component.qualname}.{self.entry_point}"
+        return _Prepared(command, captured, _stack.active(), self.options.name or name,
+                         _stack.take_call_tags())
 
     def start(self, prepared: _Prepared) -> ComponentRun | None:
         """Create the call's run; None (and a warning, once) when it cannot be recorded."""
@@ -248,7 +255,8 @@ class _Tracker:
                 params=prepared.captured.params,
                 reasons=prepared.captured.reasons,
                 blobs=prepared.captured.blobs,
-                name=self.options.name or None,
+                name=prepared.name,
+                tags=prepared.tags,
             )
         except Exception as exc:
             warn_once(

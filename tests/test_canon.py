@@ -66,6 +66,21 @@ class Name(str):
     """A str subclass without extra state."""
 
 
+class Meters(float):
+    """A float subclass (like numpy.float64)."""
+
+
+class Count(int):
+    """An int subclass."""
+
+
+class Tagged(str):
+    """A str subclass whose constructor needs two arguments: cannot be rebuilt."""
+
+    def __new__(cls, value: str, tag: str) -> Tagged:
+        return super().__new__(cls, value)
+
+
 class Point(typing.NamedTuple):
     x: int
     y: Any
@@ -487,8 +502,20 @@ def test_marker_node_builders() -> None:
 def test_builtin_subclasses_keep_their_type() -> None:
     assert encode(Level.ONE) == ["e", f"{__name__}:Level", "ONE"]
     assert decode(encode(Level.ONE)) is Level.ONE
-    assert type(decode(encode(Name("x")))) is Name
-    assert encode(Name("x"))[0] == "sub"
+    assert encode(Meters(1.5)) == ["sub", f"{__name__}:Meters", ["f", "1.5"]]
+    for value in (Name("x"), Meters(-0.0), Count(2**9000)):
+        tree = encode(value)
+        assert tree[0] == "sub"
+        back = decode(tree)
+        assert type(back) is type(value)
+        assert encode(back) == tree
+    assert encode(Count(1)) != encode(1) != encode(Level.ONE)
+
+
+def test_subclasses_that_cannot_be_rebuilt_become_placeholders() -> None:
+    tree = encode(Tagged("x", "t"))
+    assert tree[0] == "placeholder"
+    assert "does not rebuild" in tree[1]["reason"]
 
 
 def test_unimportable_or_stateful_subclasses_become_placeholders() -> None:

@@ -409,3 +409,17 @@ def test_yaml_file_registry_conflicts_leave_the_file_alone(tmp_path: Path) -> No
     with pytest.raises(SpecConflictError):
         registry.add_run_spec(run_spec(name="other"))
     assert path.read_bytes() == before
+
+
+def test_deepest_encodable_arguments_survive_a_yaml_file(tmp_path: Path) -> None:
+    value: Any = {"leaf": (None,)}
+    for _ in range(_canon.MAX_DEPTH - 2):  # dicts nest deepest in YAML: 3 levels each
+        value = {"k": value}
+    aset = ArgumentSet({"f": {"__call__": {"deep": value}}})
+    assert aset.is_exact
+    registry = InMemoryRegistry()
+    registry.add_argument_set_spec(aset)
+    path = tmp_path / "deep.yaml"
+    registry.to_yaml(path)
+    spec = Registry.from_yaml(path).get_argument_set_spec(aset.identifier)
+    assert ArgumentSet.from_spec(spec).get_arg("f", "__call__", "deep") == value
