@@ -239,10 +239,9 @@ class _Tracker:
             calls = {"__init__": init, **calls}
         argument_set = ArgumentSet.from_encoded({component.name: calls})
         command = RunCommand(component, self.entry_point, argument_set)
-        if owner is None:
-            name = self.fn.__qualname__
-        else:
-            name = f"{component.qualname}.{self.entry_point}"
+        name = (
+            self.fn.__qualname__ if owner is None else f"{component.qualname}.{self.entry_point}"
+        )
         return _Prepared(command, captured, _stack.active(), self.options.name or name,
                          _stack.take_call_tags())
 
