@@ -29,11 +29,14 @@ from pcs.exceptions import (
     UntrustedPickleError,
     UsageError,
 )
+from pcs.portable import export_runs, import_runs
+from pcs.recovery import recover
 from pcs.registry import InMemoryRegistry, Registry, YamlFileRegistry
+from pcs.replay import compare
 from pcs.run import Run
 from pcs.run_command import RunCommand
 from pcs.secret import Secret
-from pcs.tracking import active_run, last_run, run, tracked
+from pcs.tracking import active_run, flush, last_run, run, tracked
 
 __version__ = "0.1.0.dev0"
 
@@ -64,8 +67,13 @@ __all__ = [
     "active_run",
     "bind",
     "child_env",
+    "compare",
+    "export_runs",
+    "flush",
+    "import_runs",
     "instrument_threads",
     "last_run",
+    "recover",
     "run",
     "tracked",
     "uninstrument_threads",

@@ -12,25 +12,44 @@ Run of a process that talks to the same store shares one client.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
+import signal
+import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import unquote, urlparse
 
+from pcs._journal import Journal, default_directory
+from pcs._records import PARENT_RUN_ID_TAG, RUN_NAME_TAG, Batch, Materializer
+from pcs._writer import Sink, Writer
 from pcs.exceptions import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
     from mlflow.entities import Run as MlflowRun
     from mlflow.tracking import MlflowClient
 
-__all__ = ["Backend", "current_tracking_uri", "get_backend", "reset_backends"]
+__all__ = [
+    "PARENT_RUN_ID_TAG",
+    "RUN_NAME_TAG",
+    "Backend",
+    "ClientSink",
+    "SqliteSink",
+    "current_tracking_uri",
+    "end_open_runs",
+    "flush_all",
+    "get_backend",
+    "reset_backends",
+]
 
 _log = logging.getLogger("pcs")
 
-#: MLflow's own tags and limits that pcs relies on.
-PARENT_RUN_ID_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
+#: MLflow's own limits that pcs relies on.
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_PARAM_KEY_LENGTH = 250
 MAX_TAG_VALUE_LENGTH = 8000
@@ -66,11 +85,14 @@ def reset_backends() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # Database connections and client state must not be shared with the parent
-    # process: every backend opens its own client again on first use.
+    # Database connections, client state, queued records and open runs belong to
+    # the parent process: every backend starts afresh in the child.
     for backend in _backends.values():
         backend._client = None
-        backend._client_lock = threading.Lock()
+        backend._client_lock = threading.RLock()
+        backend.open_runs = {}
+        if backend._writer is not None:
+            backend._writer.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -88,7 +110,12 @@ class Backend:
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
         self._client: MlflowClient | None = None
-        self._client_lock = threading.Lock()
+        self._client_lock = threading.RLock()
+        self._writer: Writer | None = None
+        self._mode: str | None = None
+        self._experiments: dict[str, bool] = {}
+        #: runs started by this process and not yet ended: run id -> Run
+        self.open_runs: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"Backend({self.tracking_uri!r})"
@@ -117,6 +144,94 @@ class Backend:
                         ) from exc
                     self._client = client
         return client
+
+    # -- write-behind ----------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """``"sqlite"`` (pcs writes batches itself) or ``"client"`` (the MLflow client does)."""
+        if self._mode is None:
+            with self._client_lock:
+                if self._mode is None:
+                    self._mode = _detect_mode(self)
+        return self._mode
+
+    @property
+    def writer(self) -> Writer:
+        """The write-behind writer of this store (created, with its journal, on first use)."""
+        writer = self._writer
+        if writer is None:
+            with self._client_lock:
+                writer = self._writer
+                if writer is None:
+                    journal = None
+                    if os.environ.get("PCS_JOURNAL", "1") != "0":
+                        journal = Journal(default_directory(), self.tracking_uri)
+                    writer = Writer(self._make_sink, journal)
+                    self._writer = writer
+                    _install_sigterm_handler()
+                    _flush_in_multiprocessing_children()
+                    if journal is not None:
+                        _recover_in_background()
+        return writer
+
+    def _make_sink(self) -> Sink:
+        if self.mode == "sqlite":
+            return SqliteSink(self)
+        return ClientSink(self)
+
+    def submit(self, *records: list[Any]) -> None:
+        """Journal and enqueue records for delivery (see :mod:`pcs._writer`)."""
+        self.writer.submit(*records)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted to this store so far is delivered."""
+        writer = self._writer
+        if writer is None or writer.pending == 0:
+            return True
+        return writer.flush(timeout)
+
+    def new_run_id(
+        self, experiment_id: str, name: str | None, tags: Mapping[str, str], start_ms: int
+    ) -> tuple[str, bool]:
+        """An id for a new run and whether it was created already.
+
+        On the SQLite fast path the id is made here and the run is written
+        later by the writer; otherwise the MLflow client creates the run now.
+        """
+        if self.mode == "sqlite":
+            self.check_experiment(experiment_id)
+            return uuid.UUID(bytes=os.urandom(16), version=4).hex, False
+        created = self.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
+        return created.info.run_id, True
+
+    def check_experiment(self, experiment_id: str) -> None:
+        """Raise :class:`StoreError` unless ``experiment_id`` is an active experiment."""
+        if self._experiments.get(experiment_id):
+            return
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment = self.client.get_experiment(experiment_id)
+        except MlflowException as exc:
+            raise StoreError(
+                f"The tracking store {self.tracking_uri!r} has no experiment with id "
+                f"{experiment_id!r} ({exc}). Create it first (MlflowClient().create_experiment) "
+                "or pass the id of an existing one.",
+                self.tracking_uri,
+            ) from None
+        except Exception as exc:
+            raise StoreError(
+                f"Cannot read experiment {experiment_id!r} from {self.tracking_uri!r}: {exc}. "
+                "Check MLFLOW_TRACKING_URI and that the store is reachable.",
+                self.tracking_uri,
+            ) from exc
+        if experiment.lifecycle_stage != "active":
+            raise StoreError(
+                f"Experiment {experiment_id!r} in {self.tracking_uri!r} is deleted; restore it "
+                "or use another experiment.",
+                self.tracking_uri,
+            )
+        self._experiments[experiment_id] = True
 
     # -- runs -------------------------------------------------------------
     def create_run(
@@ -150,6 +265,7 @@ class Backend:
 
         if not isinstance(run_id, str) or not run_id:
             raise RunNotFoundError(str(run_id), self.tracking_uri)
+        self.flush()
         try:
             return self.client.get_run(run_id)
         except MlflowException as exc:
@@ -193,11 +309,13 @@ class Backend:
         )
 
     def call(self, method: str, run_id: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call ``MlflowClient.<method>(run_id, *args, **kwargs)`` (Run's pass-through)."""
+        """Call ``MlflowClient.<method>(run_id, *args, **kwargs)`` after a flush."""
+        self.flush()
         return getattr(self.client, method)(run_id, *args, **kwargs)
 
     def search_runs(self, experiment_ids: list[str], *args: Any, **kwargs: Any) -> Any:
-        """``MlflowClient.search_runs`` on this store."""
+        """``MlflowClient.search_runs`` on this store (after a flush)."""
+        self.flush()
         return self.client.search_runs(experiment_ids, *args, **kwargs)
 
     def experiment_ids(self) -> list[str]:
@@ -213,6 +331,7 @@ class Backend:
 
     def iter_runs(self, filter_string: str, order_by: list[str]) -> Iterator[MlflowRun]:
         """Every run of every experiment matching ``filter_string``, in ``order_by`` order."""
+        self.flush()
         experiment_ids = self.experiment_ids()
         if not experiment_ids:
             return
@@ -232,6 +351,7 @@ class Backend:
 
     def list_all_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Paths of every artifact file of a run, recursively."""
+        self.flush()
         out: list[str] = []
         for info in self.client.list_artifacts(run_id, path):
             if info.is_dir:
@@ -244,6 +364,7 @@ class Backend:
         """The bytes of one artifact file of a run."""
         import tempfile
 
+        self.flush()
         with tempfile.TemporaryDirectory(prefix="pcs-artifact-") as tmp:
             local = self.client.download_artifacts(run_id, path, tmp)
             with open(local, "rb") as fh:
@@ -259,6 +380,437 @@ class Backend:
             with open(local, "wb") as fh:
                 fh.write(data)
             self.client.log_artifact(run_id, local, directory or None)
+
+    # -- replay and portability --
+    def find_runs_by_tag(self, key: str, value: str) -> list[MlflowRun]:
+        """Every active run of every experiment whose tag ``key`` equals ``value``."""
+        if "'" in value or "`" in key:
+            raise StoreError(
+                f"Cannot search {self.tracking_uri!r} for tag {key!r} = {value!r}: quotes are "
+                "not allowed in pcs's tag searches.",
+                self.tracking_uri,
+            )
+        return list(self.iter_runs(f"tags.`{key}` = '{value}'", ["attributes.start_time ASC"]))
+
+    def experiment_exists(self, experiment_id: str) -> bool:
+        """True when the store has an active experiment with this id."""
+        return str(experiment_id) in self.experiment_ids()
+
+    def log_batch_at(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """Like :meth:`log_batch`, with the metrics stamped at ``timestamp`` (step 0)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = timestamp if timestamp is not None else now_ms()
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove the tag ``key`` from a run."""
+        self.client.delete_tag(run_id, key)
+
+    def delete_run(self, run_id: str) -> None:
+        """Mark a run deleted (MLflow's soft delete; searches no longer return it)."""
+        self.client.delete_run(run_id)
+
+
+def _detect_mode(backend: Backend) -> str:
+    """Use the SQLite fast path only on a SQLite store whose schema pcs knows."""
+    if not backend.tracking_uri.startswith("sqlite:") or not _sqlite_path(backend.tracking_uri):
+        backend.client  # noqa: B018 - open the store now, so errors surface here
+        return "client"
+    backend.client.search_experiments(max_results=1)  # creates/migrates the schema (MLflow)
+    problem = SqliteSink.schema_problem(backend)
+    if problem:
+        _log.warning("pcs: %s; writing through the MLflow client instead (slower).", problem)
+        return "client"
+    return "sqlite"
+
+
+def _sqlite_path(uri: str) -> str:
+    """The database file of a ``sqlite:///path`` URI ("" for an in-memory database)."""
+    return unquote(urlparse(uri).path)[1:]
+
+
+def _local_dir(uri: str) -> Path | None:
+    """The local directory of a ``file:`` URI or plain path; None for remote stores."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+_RUN_COLUMNS = (
+    "run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
+    "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage",
+    "artifact_uri", "experiment_id",
+)
+_EXPECTED_COLUMNS = {
+    "runs": set(_RUN_COLUMNS),
+    "tags": {"key", "value", "run_uuid"},
+    "params": {"key", "value", "run_uuid"},
+    "metrics": {"key", "value", "timestamp", "run_uuid", "step", "is_nan"},
+    "latest_metrics": {"key", "value", "timestamp", "step", "is_nan", "run_uuid"},
+    "experiments": {"experiment_id", "artifact_location", "lifecycle_stage"},
+}
+
+
+class SqliteSink:
+    """Writes batches straight into MLflow's SQLite schema, many runs per transaction.
+
+    The rows are exactly those MLflow's own ``SqlAlchemyStore`` writes (same
+    tables, columns and defaults), so stock MLflow reads them as its own. It is
+    used only when the database's schema revision equals the head revision of
+    the installed MLflow and every expected column exists; otherwise pcs falls
+    back to :class:`ClientSink`. Every statement is idempotent (``INSERT OR
+    IGNORE`` / upserts), so a batch delivered twice — after a crash, by
+    recovery — changes nothing the second time.
+    """
+
+    RETRIES = 20
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.materializer = Materializer()
+        self.connection = _connect(backend.tracking_uri)
+        self._locations: dict[str, str] = {}
+        self._run_artifacts: dict[str, str] = {}
+
+    @staticmethod
+    def schema_problem(backend: Backend) -> str | None:
+        """Why the fast path cannot be used on this database (None: it can)."""
+        try:
+            from mlflow.store.db.utils import _get_latest_schema_revision
+
+            head = _get_latest_schema_revision()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # a future MLflow without this helper
+            return f"cannot read MLflow's schema revision ({exc})"
+        connection = _connect(backend.tracking_uri)
+        try:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            if row is None or row[0] != head:
+                return (
+                    f"the database schema revision {row and row[0]!r} differs from the "
+                    f"installed MLflow's {head!r}"
+                )
+            for table, expected in _EXPECTED_COLUMNS.items():
+                found = {r[1] for r in connection.execute(f"PRAGMA table_info({table})")}
+                if not expected <= found:
+                    return f"table {table!r} lacks columns {sorted(expected - found)}"
+        except sqlite3.Error as exc:
+            return f"cannot inspect the database ({exc})"
+        finally:
+            connection.close()
+        return None
+
+    def deliver(self, records: list[list[Any]]) -> None:
+        batch = self.materializer.materialize(records)
+        remote = self._write_local_artifacts(batch)
+        for attempt in range(self.RETRIES):
+            try:
+                self._transaction(batch)
+                break
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or attempt == self.RETRIES - 1:
+                    raise
+                time.sleep(min(2.0, 0.01 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+        for run_id, path, data in remote:  # remote artifact stores need the run to exist
+            self.backend.log_artifact_bytes(run_id, path, data)
+
+    def _transaction(self, batch: Batch) -> None:
+        con = self.connection
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.runs:
+                con.executemany(
+                    "INSERT OR IGNORE INTO runs (run_uuid, name, source_type, source_name, "
+                    "entry_point_name, user_id, status, start_time, end_time, deleted_time, "
+                    "source_version, lifecycle_stage, artifact_uri, experiment_id) "
+                    "VALUES (?, ?, 'UNKNOWN', '', '', ?, ?, ?, ?, NULL, '', 'active', ?, ?)",
+                    [
+                        (
+                            run_id,
+                            run.name,
+                            batch.tags.get((run_id, "mlflow.user"), "unknown"),
+                            run.status,
+                            run.start_ms,
+                            run.end_ms,
+                            self._artifact_uri(run_id, run.experiment_id),
+                            int(run.experiment_id),
+                        )
+                        for run_id, run in batch.runs.items()
+                    ],
+                )
+                missing_names = [
+                    (run_id, run.name) for run_id, run in batch.runs.items()
+                    if (run_id, RUN_NAME_TAG) not in batch.tags and run.name
+                ]
+                con.executemany(
+                    "INSERT OR IGNORE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                    [(RUN_NAME_TAG, name, run_id) for run_id, name in missing_names],
+                )
+            if batch.tags:
+                con.executemany(
+                    "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key, run_uuid) DO UPDATE SET value = excluded.value",
+                    [(k, v, r) for (r, k), v in batch.tags.items()],
+                )
+            if batch.params:
+                con.executemany(
+                    "INSERT OR IGNORE INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
+                    [(k, v, r) for (r, k), v in batch.params.items()],
+                )
+            if batch.metrics:
+                rows = [_metric_row(m) for m in batch.metrics]
+                con.executemany(
+                    "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, "
+                    "is_nan) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                con.executemany(
+                    "INSERT INTO latest_metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key, run_uuid) DO UPDATE SET "
+                    "value = excluded.value, timestamp = excluded.timestamp, "
+                    "step = excluded.step, is_nan = excluded.is_nan "
+                    "WHERE (excluded.step, excluded.timestamp, excluded.value) > "
+                    "(latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                    rows,
+                )
+            if batch.ends:
+                con.executemany(
+                    "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ? "
+                    "AND status = 'RUNNING'",
+                    [(status, end, run_id) for run_id, (status, end) in batch.ends.items()],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _artifact_uri(self, run_id: str, experiment_id: str) -> str:
+        location = self._locations.get(experiment_id)
+        if location is None:
+            row = self.connection.execute(
+                "SELECT artifact_location FROM experiments WHERE experiment_id = ?",
+                (int(experiment_id),),
+            ).fetchone()
+            if row is None:
+                raise StoreError(
+                    f"Experiment {experiment_id!r} does not exist in {self.backend.tracking_uri}.",
+                    self.backend.tracking_uri,
+                )
+            location = str(row[0]).rstrip("/")
+            self._locations[experiment_id] = location
+        uri = f"{location}/{run_id}/artifacts"
+        self._run_artifacts[run_id] = uri
+        return uri
+
+    def _write_local_artifacts(self, batch: Batch) -> list[tuple[str, str, bytes]]:
+        """Write artifacts of local artifact stores; return those of remote ones."""
+        remote: list[tuple[str, str, bytes]] = []
+        for run_id, path, data in batch.artifacts:
+            uri = self._run_artifacts.get(run_id)
+            if uri is None:
+                new = batch.runs.get(run_id)
+                if new is not None:
+                    uri = self._artifact_uri(run_id, new.experiment_id)
+                else:
+                    row = self.connection.execute(
+                        "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
+                    ).fetchone()
+                    if row is None:
+                        raise StoreError(
+                            f"Run {run_id} does not exist in {self.backend.tracking_uri}.",
+                            self.backend.tracking_uri,
+                        )
+                    uri = self._run_artifacts[run_id] = str(row[0])
+            local = _local_dir(uri)
+            if local is None:
+                remote.append((run_id, path, data))
+            else:
+                _write_file(local / path, data)
+        return remote
+
+
+def _metric_row(metric: tuple[str, str, float, int, int]) -> tuple[Any, ...]:
+    run_id, key, value, timestamp, step = metric
+    if math.isnan(value):
+        return (key, 0.0, timestamp, run_id, step, 1)
+    if math.isinf(value):
+        value = math.copysign(1.7976931348623157e308, value)
+    return (key, value, timestamp, run_id, step, 0)
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    """A connection for pcs's own writes: autocommit mode, WAL, a generous busy timeout."""
+    connection = sqlite3.connect(
+        _sqlite_path(uri), timeout=30.0, isolation_level=None, check_same_thread=False
+    )
+    connection.execute("PRAGMA busy_timeout = 30000")
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError as exc:  # another process is switching it right now
+        _log.debug("pcs: could not switch %s to WAL: %s", uri, exc)
+    connection.execute("PRAGMA synchronous = NORMAL")
+    return connection
+
+
+class ClientSink:
+    """Delivers batches through the stock MLflow client (any store, e.g. an HTTP server)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.materializer = Materializer()
+
+    def deliver(self, records: list[list[Any]]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        batch = self.materializer.materialize(records)
+        client = self.backend.client
+        per_run: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+        for (run_id, key), value in batch.tags.items():
+            per_run.setdefault(run_id, ([], [], []))[2].append(RunTag(key, value))
+        for (run_id, key), value in batch.params.items():
+            per_run.setdefault(run_id, ([], [], []))[1].append(Param(key, value))
+        for run_id, name, number, timestamp, step in batch.metrics:
+            per_run.setdefault(run_id, ([], [], []))[0].append(
+                Metric(name, number, timestamp, step)
+            )
+        for run_id in batch.runs:
+            if run_id not in batch.precreated:
+                _log.error(
+                    "pcs: run %s was journaled without being created and cannot be created "
+                    "through the MLflow client with that id; skipped.", run_id,
+                )
+        for run_id, (metrics, params, tags) in per_run.items():
+            for start in range(0, max(len(metrics), len(params), len(tags)), 100):
+                client.log_batch(
+                    run_id,
+                    metrics=metrics[start:start + 100],
+                    params=params[start:start + 100],
+                    tags=tags[start:start + 100],
+                )
+        for run_id, path, data in batch.artifacts:
+            self.backend.log_artifact_bytes(run_id, path, data)
+        for run_id, run in batch.runs.items():
+            if run.end_ms is not None and run_id in batch.precreated:
+                client.set_terminated(run_id, status=run.status, end_time=run.end_ms)
+        for run_id, (status, end) in batch.ends.items():
+            client.set_terminated(run_id, status=status, end_time=end)
+
+
+# -- process lifecycle ----------------------------------------------------------------
+_lifecycle_done: set[str] = set()
+
+
+def _recover_in_background() -> None:
+    """Deliver journals that dead processes left in this working directory (once)."""
+    if "recover" in _lifecycle_done or os.environ.get("PCS_AUTO_RECOVER", "1") == "0":
+        return
+    _lifecycle_done.add("recover")
+
+    def run() -> None:
+        try:
+            from pcs.recovery import recover
+
+            recover()
+        except Exception as exc:  # never disturb the program
+            _log.warning("pcs: background recovery failed: %s", exc)
+
+    threading.Thread(target=run, name="pcs-recover", daemon=True).start()
+
+
+class _ForkMarker:
+    """A weak-referenceable object for multiprocessing's after-fork registry."""
+
+
+_FORK_MARKER = _ForkMarker()
+
+
+def _flush_in_multiprocessing_children() -> None:
+    """multiprocessing workers leave through ``os._exit`` (no atexit): flush in its finalizers."""
+    if "mp" in _lifecycle_done:
+        return
+    _lifecycle_done.add("mp")
+    import multiprocessing.util as mp_util
+
+    def register(_: object = None) -> None:
+        mp_util.Finalize(None, flush_all, args=(60.0,), exitpriority=100)
+
+    register()
+    mp_util.register_after_fork(_FORK_MARKER, register)
+
+
+# -- SIGTERM: mark open runs KILLED, deliver, then let the signal proceed -------------
+_sigterm_installed = False
+
+
+def _install_sigterm_handler() -> None:
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    if os.environ.get("PCS_HANDLE_SIGTERM", "1") == "0":
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return  # the program handles SIGTERM itself; do not interfere
+    _sigterm_installed = True
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        try:
+            end_open_runs("KILLED", timeout=10.0)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def flush_all(timeout: float | None = None) -> bool:
+    """Wait until every record submitted to any store so far is delivered."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = True
+    for backend in list(_backends.values()):
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done = backend.flush(remaining) and done
+    return done
+
+
+def end_open_runs(status: str, timeout: float | None = None) -> int:
+    """End every run this process started and did not end; deliver everything. Returns count."""
+    count = 0
+    for backend in list(_backends.values()):
+        for run in list(backend.open_runs.values()):
+            try:
+                run.end(status)
+                count += 1
+            except Exception as exc:
+                _log.warning("pcs: could not end run %s: %s", getattr(run, "identifier", "?"),
+                             exc)
+        backend.flush(timeout)
+    return count
 
 
 class _Serialized:

@@ -10,17 +10,26 @@ are also logged as params ``arg.<name>``, the return value as the artifact
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import pickle
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pcs import _canon
-from pcs._yaml import dump_yaml, load_yaml
-from pcs.exceptions import PcsError, UntrustedPickleError, UsageError
+from pcs._backend import Backend, get_backend, now_ms
+from pcs._records import PARENT_RUN_ID_TAG
+from pcs._yaml import load_yaml
+from pcs.argument_set import ArgumentSet
+from pcs.component import Component
+from pcs.exceptions import PcsError, UntrustedPickleError
 from pcs.registry import Registry
-from pcs.run import Run
+from pcs.run import Run, handle
 from pcs.run_command import RunCommand
+
+if TYPE_CHECKING:
+    from pcs.replay import RunComparison
 
 __all__ = ["RETURN_FORMATS", "ComponentRun"]
 
@@ -44,6 +53,8 @@ class ComponentRun(Run):
     _return_value: Any = _NOT_RECORDED
     _reasons: list[str] | None = None
 
+    _pending: tuple[Component, str, dict[str, Any]] | None = None
+
     @classmethod
     def from_run_command(
         cls,
@@ -54,48 +65,88 @@ class ComponentRun(Run):
         tags: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         reasons: list[str] | None = None,
-        blobs: Mapping[str, bytes] | None = None,
         name: str | None = None,
     ) -> ComponentRun:
         """Start a RUNNING ComponentRun that records ``run_command`` (without calling it).
 
-        ``reasons`` say why the call is not reproducible (none: it is);
-        ``blobs`` are large argument values to store as artifacts by digest.
+        ``reasons`` say why the call is not reproducible (none: it is).
         """
-        reasons = list(reasons or [])
-        all_tags: dict[str, Any] = {
-            cls.IS_COMPONENT_RUN_TAG: "True",
-            cls.RUN_COMMAND_ID_TAG: run_command.identifier,
-            cls.ENTRY_POINT_TAG: run_command.entry_point,
-            cls.REPRODUCIBLE_TAG: "False" if reasons else "True",
-        }
-        if reasons:
-            all_tags[cls.NOT_REPRODUCIBLE_REASON_TAG] = "; ".join(reasons)[:5000]
-        all_tags.update(tags or {})
-        run = cls(
+        component = run_command.component
+        calls = run_command.argument_set.encoded()[component.name]
+        parent_run = handle(parent) if isinstance(parent, str) else parent
+        run = cls._start(
+            get_backend(),
+            component,
+            run_command.entry_point,
+            dict(calls),
+            list(reasons or []),
+            dict(params or {}),
+            {},
+            parent_run,
+            name or f"{component.qualname}",
+            {str(k): str(v) for k, v in (tags or {}).items()} or None,
             experiment_id,
-            name=name or run_command.component.qualname,
-            tags=all_tags,
-            params=params,
-            parent=parent,
         )
         run._run_command = run_command
-        run._reasons = reasons
-        registry = run_command.to_registry()
-        backend = run._backend
-        backend.log_artifact_bytes(
-            run.identifier, cls.REGISTRY_ARTIFACT, dump_yaml(registry.to_dict()).encode()
-        )
-        for digest, blob in (blobs or {}).items():
-            backend.log_artifact_bytes(
-                run.identifier, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json", blob
+        return run
+
+    @classmethod
+    def _start(
+        cls,
+        backend: Backend,
+        component: Component,
+        entry_point: str,
+        calls: dict[str, Any],
+        reasons: list[str],
+        params: dict[str, str],
+        blobs: Mapping[str, bytes],
+        parent: Run | None,
+        name: str,
+        extra_tags: dict[str, str] | None,
+        experiment_id: str | None = None,
+    ) -> ComponentRun:
+        """Record the start of a tracked call: journal it and queue it for the writer."""
+        run = cls.__new__(cls)
+        run._backend = backend
+        run._ended_status = None
+        run._owner_pid = os.getpid()
+        run._name = name
+        parent_id = parent.identifier if parent is not None else None
+        run._parent_id = parent_id
+        if experiment_id is None:
+            experiment_id = (
+                parent.experiment_id if parent is not None else cls.DEFAULT_EXPERIMENT_ID
             )
+        run._experiment_id = experiment_id
+        start = now_ms()
+        first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
+        if parent_id:
+            first_tags[PARENT_RUN_ID_TAG] = parent_id
+        run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
+        run._run_id = run_id
+        run._pending = (component, entry_point, calls)
+        run._reasons = reasons
+        key = component.identifier
+        records: list[list[Any]] = []
+        if backend.writer.needs_component(key):
+            records.append(["K", key, component._fields()])
+        records.append(["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
+                        calls, reasons, params, extra_tags, created])
+        for digest, blob in blobs.items():
+            records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
+                            base64.b64encode(blob).decode()])
+        backend.submit(*records)
+        backend.open_runs[run_id] = run
         return run
 
     # -- what was recorded ---------------------------------------------------
     @property
     def run_command(self) -> RunCommand:
         """The RunCommand of this call (read from the run's registry artifact if needed)."""
+        if self._run_command is None and self._pending is not None:
+            component, entry_point, calls = self._pending
+            arguments = ArgumentSet.from_encoded({component.name: calls})
+            self._run_command = RunCommand(component, entry_point, arguments)
         if self._run_command is None:
             registry = self.registry()
             command_id = self.data.tags.get(self.RUN_COMMAND_ID_TAG)
@@ -163,31 +214,73 @@ class ComponentRun(Run):
 
     def _record_return_value(self, value: Any, fmt: str) -> None:
         self._return_value = value
-        self._backend.log_artifact_bytes(
-            self.identifier, f"{self.RETURN_VALUE_ARTIFACT}.{fmt}", encode_return_value(value, fmt)
-        )
+        if fmt == "pickle":
+            payload: Any = base64.b64encode(
+                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            ).decode()
+        else:
+            payload = _canon.encode(value)  # an exact snapshot, taken now
+        self._backend.submit(["V", self._run_id, fmt, payload])
 
+    # -- replay and portability (implemented in pcs.replay and pcs.portable) --
+    def rerun(
+        self,
+        allow_code_drift: bool = False,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        allowed_modules: Iterable[str] | None = None,
+        reraise: bool = True,
+    ) -> ComponentRun:
+        """Call the recorded callable again with the recorded arguments; return the new run.
 
-def encode_return_value(value: Any, fmt: str) -> bytes:
-    """The bytes of the ``pcs.return_value.<fmt>`` artifact.
+        The new ComponentRun is a genuine tracked call (nested under the
+        active run, if any) tagged ``pcs.rerun_of`` = this run's id and
+        ``pcs.reproduced`` = whether its outcome equals this one's. Before
+        running, pcs refuses modules that are not allowed (``allowed_modules``
+        adds module prefixes; see :mod:`pcs.replay`), callables that are not
+        ``@pcs.tracked``, and code that changed since this run was recorded
+        (:class:`~pcs.CodeDriftError` with a diff, unless
+        ``allow_code_drift=True``). Redacted or unencodable arguments must be
+        supplied by name in ``overrides``. An exception of the replayed call
+        propagates unchanged unless ``reraise=False``, which returns the
+        FAILED run instead.
+        """
+        from pcs.replay import rerun
 
-    JSON and YAML hold an envelope: ``format`` (the encoding version),
-    ``value`` (the exact typed encoding) and ``plain`` (the value as plain
-    JSON/YAML when it has such a form, for readers that do not know pcs).
-    """
-    if fmt == "pickle":
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if fmt not in RETURN_FORMATS:
-        raise UsageError(f"return_format={fmt!r} is not one of {', '.join(RETURN_FORMATS)}.")
-    envelope = {"format": _canon.FORMAT, "value": _canon.encode(value), "plain": _plain(value)}
-    if fmt == "json":
-        return json.dumps(envelope, ensure_ascii=False, indent=1).encode()
-    return dump_yaml(envelope).encode()
+        return rerun(self, allow_code_drift, overrides=overrides,
+                     allowed_modules=allowed_modules, reraise=reraise)
 
+    def compare(self, other: Run) -> RunComparison:
+        """What differs between this run and ``other``: arguments, code, status, return value."""
+        from pcs.replay import compare
 
-def _plain(value: Any) -> Any:
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return None
-    return json.loads(text)
+        return compare(self, other)
+
+    @classmethod
+    def from_registry(cls, registry: Registry, run_id: str) -> ComponentRun:
+        """The run ``run_id`` of ``registry`` in the current store (itself, or its import).
+
+        Raises :class:`~pcs.SpecNotFoundError` if the registry has no such run
+        and :class:`~pcs.RunNotFoundError` if the current store has neither the
+        run nor a run imported from it (see :func:`pcs.import_runs`).
+        """
+        from pcs.portable import component_run_from_registry
+
+        return component_run_from_registry(cls, registry, run_id)
+
+    def to_registry(
+        self,
+        registry: Registry | None = None,
+        force: bool = False,
+        include_artifacts: bool = False,
+        recurse: bool = True,
+    ) -> Registry:
+        """Add this run's spec to ``registry``; with ``recurse``, everything replay needs.
+
+        ``recurse=True`` (default) also adds the RunCommand, Component and
+        ArgumentSet specs and the large argument values (artifacts by digest);
+        ``include_artifacts=True`` copies every artifact file of the run.
+        """
+        from pcs.portable import component_run_to_registry
+
+        return component_run_to_registry(self, registry, force, include_artifacts, recurse)

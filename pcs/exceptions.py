@@ -117,15 +117,29 @@ class UnsafeYamlError(SpecError):
 
 
 class ReplayError(PcsError):
-    """A recorded call cannot be replayed."""
+    """A recorded call cannot be replayed.
+
+    ``run_id`` is the run being replayed (None for a bare RunCommand) and
+    ``path`` the recorded callable as ``module:qualname``.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None,
+                 path: str | None = None) -> None:
+        self.run_id = run_id
+        self.path = path
+        super().__init__(message)
 
 
 class CodeDriftError(ReplayError):
-    """The code of a callable changed since the run was recorded."""
+    """The code of a callable changed since the run was recorded.
 
-    def __init__(self, message: str, diff: str = "") -> None:
+    ``diff`` is a unified diff of the recorded source against the current one.
+    """
+
+    def __init__(self, message: str, diff: str = "", *, run_id: str | None = None,
+                 path: str | None = None) -> None:
         self.diff = diff
-        super().__init__(message)
+        super().__init__(message, run_id=run_id, path=path)
 
 
 class UnsafeReplayError(ReplayError):

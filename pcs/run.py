@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import traceback
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -114,12 +115,19 @@ class Run:
         if self._parent_id:
             all_tags[_backend.PARENT_RUN_ID_TAG] = self._parent_id
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+        str_params = {str(k): _param_text(v) for k, v in (params or {}).items()}
+        for key, value in all_tags.items():
+            _check_key_value("tag", key, value, _backend.MAX_TAG_VALUE_LENGTH)
+        for key, value in str_params.items():
+            _check_key_value("param", key, value, _backend.MAX_PARAM_VALUE_LENGTH)
         experiment_id = experiment_id or self.DEFAULT_EXPERIMENT_ID
         self._experiment_id = experiment_id
-        created = self._backend.create_run(experiment_id, run_name=name, tags=all_tags)
-        self._run_id = created.info.run_id
-        if params:
-            self._backend.log_batch(self._run_id, params={str(k): v for k, v in params.items()})
+        start = now_ms()
+        run_id, created = self._backend.new_run_id(experiment_id, name, all_tags, start)
+        self._run_id = run_id
+        self._backend.submit(["R", run_id, experiment_id, name, start, all_tags, str_params,
+                              created])
+        self._backend.open_runs[run_id] = self
 
     # -- identity ---------------------------------------------------------
     @property
@@ -183,7 +191,8 @@ class Run:
                        self._owner_pid)
             return
         self._ended_status = status
-        self._backend.set_terminated(self._run_id, status, now_ms())
+        self._backend.open_runs.pop(self._run_id, None)
+        self._backend.submit(["E", self._run_id, status, now_ms()])
 
     def __enter__(self) -> Run:
         return self
@@ -204,10 +213,8 @@ class Run:
 
     def _record_error(self, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self._backend.log_batch(
-            self._run_id, tags={ERROR_TYPE_TAG: f"{type(exc).__module__}.{type(exc).__qualname__}"}
-        )
-        self._backend.log_artifact_bytes(self._run_id, TRACEBACK_ARTIFACT, text.encode())
+        error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        self._backend.submit(["X", self._run_id, error_type, text])
 
     # -- pass-through to MlflowClient (run id filled in) --------------------
     def log_metric(
@@ -218,12 +225,16 @@ class Run:
         step: int | None = None,
         **kwargs: Any,
     ) -> None:
-        """``MlflowClient.log_metric`` for this run."""
-        self._backend.call("log_metric", self._run_id, key, value, timestamp, step, **kwargs)
+        """``MlflowClient.log_metric`` for this run (delivered in the background)."""
+        if kwargs:
+            self._backend.call("log_metric", self._run_id, key, value, timestamp, step, **kwargs)
+            return
+        self.log_metrics({key: value}, step=step or 0, timestamp=timestamp)
 
     def log_param(self, key: str, value: Any, **kwargs: Any) -> Any:
-        """``MlflowClient.log_param`` for this run."""
-        return self._backend.call("log_param", self._run_id, key, value, **kwargs)
+        """``MlflowClient.log_param`` for this run (delivered in the background)."""
+        self.log_params({key: value})
+        return value
 
     def log_batch(
         self,
@@ -233,23 +244,53 @@ class Run:
         **kwargs: Any,
     ) -> None:
         """``MlflowClient.log_batch`` for this run (MLflow Metric/Param/RunTag entities)."""
-        self._backend.call("log_batch", self._run_id, metrics, params, tags, **kwargs)
+        records: list[list[Any]] = []
+        if metrics:
+            rows = [[m.key, _metric_value(m.key, m.value, self._run_id), m.timestamp,
+                     m.step or 0] for m in metrics]
+            records.append(["M", self._run_id, rows])
+        if params:
+            records.append(["P", self._run_id, self._checked_params(
+                {p.key: p.value for p in params})])
+        if tags:
+            records.append(["G", self._run_id, self._checked_tags({t.key: t.value for t in tags})])
+        if records:
+            self._backend.submit(*records)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log several params at once (one ``log_batch`` call)."""
-        self._backend.log_batch(self._run_id, params={str(k): v for k, v in params.items()})
+        """Log several params at once."""
+        self._backend.submit(["P", self._run_id, self._checked_params(params)])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log several metrics at once (one ``log_batch`` call)."""
-        self._backend.log_batch(self._run_id, metrics=dict(metrics), step=step)
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Log several metrics at once."""
+        ts = timestamp if timestamp is not None else now_ms()
+        rows = []
+        for key, value in metrics.items():
+            _check_key_value("metric", str(key), "", 0)
+            rows.append([str(key), _metric_value(key, value, self._run_id), ts, step])
+        self._backend.submit(["M", self._run_id, rows])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set several tags at once (one ``log_batch`` call)."""
-        self._backend.log_batch(self._run_id, tags={str(k): v for k, v in tags.items()})
+        """Set several tags at once."""
+        self._backend.submit(["G", self._run_id, self._checked_tags(tags)])
 
     def set_tag(self, key: str, value: Any, **kwargs: Any) -> None:
-        """``MlflowClient.set_tag`` for this run."""
-        self._backend.call("set_tag", self._run_id, key, value, **kwargs)
+        """``MlflowClient.set_tag`` for this run (delivered in the background)."""
+        self.set_tags({key: value})
+
+    def _checked_params(self, params: Mapping[str, Any]) -> dict[str, str]:
+        out = {str(k): _param_text(v) for k, v in params.items()}
+        for key, value in out.items():
+            _check_key_value("param", key, value, _backend.MAX_PARAM_VALUE_LENGTH, self._run_id)
+        return out
+
+    def _checked_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
+        out = {str(k): str(v) for k, v in tags.items()}
+        for key, value in out.items():
+            _check_key_value("tag", key, value, _backend.MAX_TAG_VALUE_LENGTH, self._run_id)
+        return out
 
     def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
         """``MlflowClient.log_dict`` for this run."""
@@ -301,9 +342,15 @@ class Run:
 
     def set_terminated(self, status: str | None = None, end_time: int | None = None) -> None:
         """``MlflowClient.set_terminated`` for this run (prefer :meth:`end`)."""
-        self._backend.call("set_terminated", self._run_id, status, end_time)
-        if status in _TERMINAL:
-            self._ended_status = status
+        status = status or "FINISHED"
+        if status not in _TERMINAL:
+            raise UsageError(
+                f"Run {self._run_id}: set_terminated(status={status!r}) is not a final status; "
+                f"use one of {', '.join(_TERMINAL)}."
+            )
+        self._ended_status = status
+        self._backend.open_runs.pop(self._run_id, None)
+        self._backend.submit(["E", self._run_id, status, end_time or now_ms()])
 
     def search_runs(self, filter_string: str = "", **kwargs: Any) -> list[Any]:
         """``MlflowClient.search_runs`` within this run's experiment."""
@@ -428,6 +475,41 @@ class Run:
         if not backend.run_exists(run_id):
             raise RunNotFoundError(run_id, backend.tracking_uri)
         return _run_from_handle(cls, run_id, backend.tracking_uri)
+
+
+_KEY = re.compile(r"^[/\w.\- :]+$")
+
+
+def _check_key_value(
+    kind: str, key: str, value: str, max_value: int, run_id: str | None = None
+) -> None:
+    """MLflow's rules for keys and values, checked now rather than in the background."""
+    where = f" of run {run_id}" if run_id else ""
+    if not _KEY.match(key) or len(key) > _backend.MAX_PARAM_KEY_LENGTH or "../" in key:
+        raise UsageError(
+            f"Invalid {kind} name {key!r}{where}: MLflow accepts up to "
+            f"{_backend.MAX_PARAM_KEY_LENGTH} characters of letters, digits, '_', '-', '.', "
+            "' ', ':' and '/'. Rename it."
+        )
+    if max_value and len(value) > max_value:
+        raise UsageError(
+            f"The {kind} {key!r}{where} is {len(value)} characters long; MLflow stores at most "
+            f"{max_value}. Log long values as an artifact (log_text / log_dict) instead."
+        )
+
+
+def _param_text(value: Any) -> str:
+    return str(value)
+
+
+def _metric_value(key: Any, value: Any, run_id: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"Metric {key!r} of run {run_id} must be a number, got {type(value).__name__} "
+            f"{value!r}."
+        ) from None
 
 
 def handle(run_id: str, tracking_uri: str | None = None) -> Run:

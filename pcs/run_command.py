@@ -8,15 +8,18 @@ of the same code with the same arguments share one RunCommand.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcs import _canon
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import SpecError, SpecIntegrityError
 from pcs.registry import InMemoryRegistry, Registry
+
+if TYPE_CHECKING:
+    from pcs.component_run import ComponentRun
 
 __all__ = ["RunCommand"]
 
@@ -99,3 +102,24 @@ class RunCommand:
     def from_registry(cls, registry: Registry, identifier: str) -> RunCommand:
         """The RunCommand ``identifier`` of ``registry`` with its Component and ArgumentSet."""
         return cls.from_spec(registry.get_run_command_spec(identifier), registry)
+
+    def run(
+        self,
+        allow_code_drift: bool = False,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        allowed_modules: Iterable[str] | None = None,
+        artifacts: Registry | ComponentRun | None = None,
+        reraise: bool = True,
+    ) -> ComponentRun:
+        """Call the component's entry point with the argument set, as a new tracked call.
+
+        Returns the new :class:`~pcs.ComponentRun`. The checks and options are
+        those of :meth:`pcs.ComponentRun.rerun`; ``artifacts`` (a Registry or
+        a ComponentRun) supplies large argument values stored by digest.
+        """
+        from pcs.replay import replay_command
+
+        return replay_command(self, allow_code_drift, overrides=overrides,
+                              allowed_modules=allowed_modules, artifacts=artifacts,
+                              reraise=reraise)

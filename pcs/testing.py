@@ -85,8 +85,10 @@ def capture_runs() -> Iterator[CapturedRuns]:
                     parent_id=run._parent_id,
                     is_component_run=isinstance(run, ComponentRun),
                 )
-                if isinstance(run, ComponentRun) and run._run_command is not None:
-                    command = run._run_command
+                if isinstance(run, ComponentRun) and (
+                    run._run_command is not None or run._pending is not None
+                ):
+                    command = run.run_command
                     args = command.argument_set.get_function_args(
                         command.component.name, command.entry_point
                     )

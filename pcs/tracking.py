@@ -25,15 +25,14 @@ from typing import Any, TypeVar, overload
 import wrapt
 
 from pcs import _events, _stack
+from pcs._backend import get_backend
 from pcs._capture import Captured, capture
-from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.component_run import RETURN_FORMATS, ComponentRun
 from pcs.exceptions import UsageError
 from pcs.run import Run, handle, status_for_exception
-from pcs.run_command import RunCommand
 
-__all__ = ["RunBlock", "active_run", "last_run", "run", "tracked"]
+__all__ = ["RunBlock", "active_run", "flush", "last_run", "run", "tracked"]
 
 _log = logging.getLogger("pcs")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,6 +62,20 @@ def active_run() -> Run | None:
 def last_run() -> Run | None:
     """The most recently ended Run that was started in the current context."""
     return _stack.last()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Block until everything recorded so far is in the tracking store.
+
+    Runs, tags, params, metrics and artifacts are delivered by a background
+    writer; ``flush`` waits for it (at most ``timeout`` seconds; returns False
+    if that was not enough). It also runs at normal interpreter exit, and
+    every read through pcs (``run.data``, ``run.info``, ``list_artifacts``...)
+    flushes first.
+    """
+    from pcs._backend import flush_all
+
+    return flush_all(timeout)
 
 
 def _resolve_parent(parent: Run | str | None) -> Run | None:
@@ -178,7 +191,8 @@ class _Options:
 class _Prepared:
     """A call's captured arguments and RunCommand, before its run exists."""
 
-    command: RunCommand
+    component: Component
+    calls: dict[str, Any]
     captured: Captured
     parent: Run | None
     name: str
@@ -195,6 +209,14 @@ class _Tracker:
         self.params = list(self.signature.parameters.values())
         self.entry_point = fn.__name__
         self._components: dict[Any, Component] = {}
+        # Plain positional-or-keyword parameters bind without Signature.bind (faster).
+        kinds = {p.kind for p in self.params}
+        self._simple: tuple[list[str], dict[str, Any]] | None = None
+        if kinds <= {inspect.Parameter.POSITIONAL_OR_KEYWORD}:
+            self._simple = (
+                [p.name for p in self.params],
+                {p.name: p.default for p in self.params if p.default is not p.empty},
+            )
 
     def component(self, owner: Any) -> Component:
         """The Component of the function itself (``owner`` None) or of its class."""
@@ -204,19 +226,40 @@ class _Tracker:
             self._components[owner] = found
         return found
 
-    def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Prepared:
-        """Bind and capture the arguments (raises EncodingError only in strict mode)."""
+    def bind(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults applied (``self``/``cls`` dropped)."""
+        simple = self._simple
+        if simple is not None and not kwargs:
+            names, defaults = simple
+            offset = 0 if instance is None else 1
+            if len(args) + offset <= len(names):
+                arguments = dict(zip(names[offset:], args, strict=False))
+                if len(arguments) + offset < len(names):
+                    for name in names[offset + len(arguments):]:
+                        if name not in defaults:
+                            break  # a missing argument: let Signature.bind say so
+                        arguments[name] = defaults[name]
+                    else:
+                        return arguments
+                else:
+                    return arguments
         if instance is not None:
             bound = self.signature.bind(instance, *args, **kwargs)
         else:
             bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
+        if instance is not None:
+            arguments.pop(self.params[0].name, None)
+        return arguments
+
+    def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Prepared:
+        """Bind and capture the arguments (raises EncodingError only in strict mode)."""
+        arguments = self.bind(instance, args, kwargs)
         reasons: list[str] = []
         owner: Any = None
         init: dict[str, Any] | None = None
         if instance is not None:
-            arguments.pop(self.params[0].name, None)
             owner = instance if isinstance(instance, type) else type(instance)
             if not isinstance(instance, type):
                 recorded = getattr(instance, INIT_ATTR, None)
@@ -232,30 +275,32 @@ class _Tracker:
         captured = capture(
             arguments, redact=opts.redact, exclude=opts.exclude, strict=opts.strict
         )
-        captured.reasons[:0] = reasons
+        if reasons:
+            captured.reasons[:0] = reasons
         component = self.component(owner)
         calls = {self.entry_point: captured.encoded}
         if init is not None:
             calls = {"__init__": init, **calls}
-        argument_set = ArgumentSet.from_encoded({component.name: calls})
-        command = RunCommand(component, self.entry_point, argument_set)
-        name = (
+        name = opts.name or (
             self.fn.__qualname__ if owner is None else f"{component.qualname}.{self.entry_point}"
         )
-        return _Prepared(command, captured, _stack.active(), self.options.name or name,
+        return _Prepared(component, calls, captured, _stack.active(), name,
                          _stack.take_call_tags())
 
     def start(self, prepared: _Prepared) -> ComponentRun | None:
         """Create the call's run; None (and a warning, once) when it cannot be recorded."""
         try:
-            run = ComponentRun.from_run_command(
-                prepared.command,
-                parent=prepared.parent,
-                params=prepared.captured.params,
-                reasons=prepared.captured.reasons,
-                blobs=prepared.captured.blobs,
-                name=prepared.name,
-                tags=prepared.tags,
+            run = ComponentRun._start(
+                get_backend(),
+                prepared.component,
+                self.entry_point,
+                prepared.calls,
+                prepared.captured.reasons,
+                prepared.captured.params,
+                prepared.captured.blobs,
+                prepared.parent,
+                prepared.name,
+                prepared.tags,
             )
         except Exception as exc:
             warn_once(

@@ -47,12 +47,37 @@ def tracking_uri(
     _backend.reset_backends()
 
 
+class FlushingClient:
+    """A stock MlflowClient that calls ``pcs.flush()`` before each call.
+
+    pcs writes in the background; ``pcs.flush()`` is its documented way to wait
+    until everything recorded so far is in the store. After that, what the
+    stock client reads is exactly what pcs wrote.
+    """
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> object:
+        import pcs
+
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: object, **kwargs: object) -> object:
+            assert pcs.flush(timeout=60), "pcs.flush() timed out"
+            return attr(*args, **kwargs)
+
+        return call
+
+
 @pytest.fixture
 def client(tracking_uri: str):  # type: ignore[no-untyped-def]
-    """A stock MLflow client on the test's store: what pcs wrote is what MLflow sees."""
+    """A stock MLflow client on the test's store (flushing pcs's writer before each call)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    return FlushingClient(MlflowClient(tracking_uri=tracking_uri))
 
 
 def stored_runs(client) -> dict[str, object]:  # type: ignore[no-untyped-def]

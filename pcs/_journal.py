@@ -1,0 +1,252 @@
+"""The crash-safe journal: every record is on disk before the caller goes on.
+
+Each process appends its records, one JSON line each, to its own file
+``<dir>/<host>-<pid>-<start>.jsonl`` with a plain ``os.write`` (no fsync on the
+hot path: the kernel keeps the bytes when the process is SIGKILLed). The
+first line is a header naming the owner (host, pid, process start time,
+tracking URI). The writer appends the number of the last record it has
+delivered to MLflow to ``<file>.done`` after each batch.
+
+Ownership is proven by an exclusive ``flock`` that the owner holds for its
+lifetime: the kernel releases it when the process dies, however it dies. A
+journal whose lock can be taken belongs to a dead process (checked again with
+host + pid + start time); only then is it recovered.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Journal", "JournalFile", "dead_journals", "default_directory", "process_start_time"]
+
+_log = logging.getLogger("pcs")
+
+JOURNAL_DIR_ENV = "PCS_JOURNAL_DIR"
+SUFFIX = ".jsonl"
+DONE_SUFFIX = ".done"
+HEADER = "pcs-journal/1"
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def default_directory() -> Path:
+    """``$PCS_JOURNAL_DIR``, else ``.pcs/journal`` in the working directory."""
+    configured = os.environ.get(JOURNAL_DIR_ENV)
+    return Path(configured) if configured else Path.cwd() / ".pcs" / "journal"
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (clock ticks since boot), if knowable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces: split after its closing parenthesis.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+class Journal:
+    """The append-only journal of this process."""
+
+    def __init__(self, directory: Path, tracking_uri: str) -> None:
+        self.directory = directory
+        self.tracking_uri = tracking_uri
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.start = process_start_time(self.pid) or str(time.time_ns())
+        self.path = directory / f"{self.host}-{self.pid}-{self.start}-{id(self):x}{SUFFIX}"
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._seq = 0
+        self._done_fd: int | None = None
+
+    def _open(self) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        header = {
+            "format": HEADER,
+            "host": self.host,
+            "pid": self.pid,
+            "start": self.start,
+            "tracking_uri": self.tracking_uri,
+            "created": time.time(),
+        }
+        os.write(fd, (_ENCODER.encode(["H", header]) + "\n").encode())
+        self._fd = fd
+        return fd
+
+    def append(self, records: list[list[Any]]) -> int:
+        """Write ``records`` (one line each); returns the number of the last one."""
+        data = "".join(_ENCODER.encode(r) + "\n" for r in records).encode()
+        with self._lock:
+            fd = self._fd if self._fd is not None else self._open()
+            os.write(fd, data)
+            self._seq += len(records)
+            return self._seq
+
+    def read(self, first: int, count: int) -> list[list[Any]]:
+        """Records ``first`` .. ``first + count - 1`` back from the file."""
+        out: list[list[Any]] = []
+        with open(self.path, "rb") as fh:
+            for seq, raw in enumerate(fh):
+                if seq >= first + count:
+                    break
+                if seq >= first:
+                    out.append(json.loads(raw))
+        return out
+
+    def mark_done(self, seq: int) -> None:
+        """Record that every record up to ``seq`` reached the store."""
+        if self._done_fd is None:
+            self._done_fd = os.open(
+                str(self.path) + DONE_SUFFIX,
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+        os.write(self._done_fd, f"{seq}\n".encode())
+
+    def close(self, delete: bool) -> None:
+        """Close the files; ``delete`` removes them (everything was delivered)."""
+        with self._lock:
+            for fd in (self._done_fd, self._fd):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._done_fd = None
+            if delete:
+                for path in (self.path, Path(str(self.path) + DONE_SUFFIX)):
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's file descriptors without touching its files."""
+        for fd in (self._fd, self._done_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = self._done_fd = None
+
+
+@dataclass
+class JournalFile:
+    """A journal left behind by another process, locked for recovery."""
+
+    path: Path
+    header: dict[str, Any]
+    fd: int
+
+    def records(self) -> Iterator[tuple[bool, list[Any]]]:
+        """(not yet delivered, record) for every complete line after the header."""
+        done = 0
+        try:
+            with open(str(self.path) + DONE_SUFFIX, encoding="ascii") as fh:
+                for line in fh:
+                    if line.strip().isdigit():
+                        done = max(done, int(line))
+        except FileNotFoundError:
+            pass
+        with open(self.path, "rb") as fh:
+            seq = -1
+            for raw in fh:
+                seq += 1
+                if seq == 0:
+                    continue
+                if not raw.endswith(b"\n"):
+                    _log.warning("pcs: ignoring a torn last line in journal %s", self.path)
+                    return
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    _log.warning("pcs: ignoring an unreadable line %d of %s", seq, self.path)
+                    continue
+                yield seq > done, record
+
+    def finish(self) -> None:
+        """Everything was delivered: remove the journal and release it."""
+        for path in (self.path, Path(str(self.path) + DONE_SUFFIX)):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        os.close(self.fd)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def _owner_alive(header: dict[str, Any]) -> bool:
+    """Whether the process that wrote a journal may still be running."""
+    if header.get("host") != socket.gethostname():
+        # Another machine sharing this directory: trust only a stale heartbeat.
+        return True
+    pid = header.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return process_start_time(pid) == header.get("start")
+
+
+def dead_journals(directory: Path, stale_after: float = 300.0) -> Iterator[JournalFile]:
+    """The journals in ``directory`` whose owners are proven gone, each locked for us.
+
+    Proof: the owner's exclusive lock can be taken (the kernel dropped it when
+    the process died) and either the host + pid + start time no longer match a
+    live process, or — for a journal written on another host — it has not
+    been touched for ``stale_after`` seconds.
+    """
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its owner (or another recoverer) holds it
+            continue
+        header = _read_header(path)
+        alive = header is not None and _owner_alive(header)
+        if header is not None and header.get("host") != socket.gethostname():
+            alive = time.time() - path.stat().st_mtime < stale_after
+        if alive or header is None:
+            if header is None and path.stat().st_size == 0:
+                path.unlink(missing_ok=True)
+            os.close(fd)
+            continue
+        yield JournalFile(path, header, fd)
+
+
+def _read_header(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline()
+        record = json.loads(first)
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, list) and len(record) == 2 and record[0] == "H":
+        header = record[1]
+        if isinstance(header, dict) and header.get("format") == HEADER:
+            return header
+    return None

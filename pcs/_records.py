@@ -1,0 +1,204 @@
+"""Turn journal records into what MLflow stores: rows of tags, params, metrics, artifacts.
+
+The delivery thread (and recovery) calls :func:`materialize` on a batch of
+records (see :mod:`pcs._writer` for their layout). Everything pcs derives
+from a tracked call — the ``pcs.*`` tags, the run command registry artifact,
+the return value artifact — is computed here, off the caller's thread.
+The result is store-neutral; the sinks in :mod:`pcs._backend` write it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcs import _canon
+from pcs._yaml import dump_yaml
+from pcs.argument_set import ArgumentSet
+
+__all__ = ["Batch", "Materializer", "NewRun"]
+
+# MLflow's and pcs's tag names (duplicated from their owners to keep this module light)
+PARENT_RUN_ID_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+PCS_RUN_TAG = "pcs.is_run"
+IS_COMPONENT_RUN_TAG = "pcs.is_component_run"
+RUN_COMMAND_ID_TAG = "pcs.run_command_id"
+ENTRY_POINT_TAG = "pcs.entry_point"
+REPRODUCIBLE_TAG = "pcs.reproducible"
+NOT_REPRODUCIBLE_REASON_TAG = "pcs.not_reproducible_reason"
+ERROR_TYPE_TAG = "pcs.error.type"
+REGISTRY_ARTIFACT = "pcs.run_command_registry.yaml"
+RETURN_VALUE_ARTIFACT = "pcs.return_value"
+TRACEBACK_ARTIFACT = "pcs.traceback.txt"
+MAX_TAG_VALUE = 8000
+
+
+@dataclass
+class NewRun:
+    """A run to create, with its final state if it also ended within the batch."""
+
+    experiment_id: str
+    name: str | None
+    start_ms: int
+    status: str = "RUNNING"
+    end_ms: int | None = None
+
+
+@dataclass
+class Batch:
+    """Store-neutral content of a batch of records."""
+
+    runs: dict[str, NewRun] = field(default_factory=dict)
+    tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    params: dict[tuple[str, str], str] = field(default_factory=dict)
+    metrics: list[tuple[str, str, float, int, int]] = field(default_factory=list)
+    ends: dict[str, tuple[str, int]] = field(default_factory=dict)
+    artifacts: list[tuple[str, str, bytes]] = field(default_factory=list)
+    #: runs the caller already created through the client (client fallback only)
+    precreated: set[str] = field(default_factory=set)
+
+    def run_ids(self) -> set[str]:
+        ids = set(self.runs) | set(self.ends) | {r for r, _ in self.tags} | {
+            r for r, _ in self.params
+        }
+        ids.update(m[0] for m in self.metrics)
+        ids.update(a[0] for a in self.artifacts)
+        return ids
+
+
+class Materializer:
+    """Stateful across batches: remembers components ("K" records) by key."""
+
+    def __init__(self) -> None:
+        self._components: dict[str, tuple[str, str, dict[str, Any], str]] = {}
+
+    def materialize(self, records: list[list[Any]]) -> Batch:
+        batch = Batch()
+        for record in records:
+            handler = getattr(self, f"_on_{record[0]}", None)
+            if handler is not None:
+                handler(batch, *record[1:])
+        return batch
+
+    # -- records -------------------------------------------------------------
+    def _on_K(self, batch: Batch, key: str, fields: dict[str, Any]) -> None:
+        identifier = _canon.digest(_component_identity(fields))
+        spec_fields = {**fields, "spec_hash": _canon.spec_hash(identifier, fields)}
+        components_yaml = dump_yaml({"components": {identifier: spec_fields}})
+        self._components[key] = (identifier, str(fields["qualname"]), spec_fields,
+                                 components_yaml)
+
+    def _on_R(self, batch: Batch, run_id: str, experiment_id: str, name: str | None,
+              start_ms: int, tags: dict[str, str], params: dict[str, str],
+              precreated: bool = False) -> None:
+        batch.runs[run_id] = NewRun(str(experiment_id), name, int(start_ms))
+        if precreated:
+            batch.precreated.add(run_id)
+        for key, value in tags.items():
+            batch.tags[(run_id, key)] = _tag_value(value)
+        for key, value in params.items():
+            batch.params[(run_id, key)] = str(value)
+
+    def _on_T(self, batch: Batch, run_id: str, experiment_id: str, start_ms: int, key: str,
+              entry_point: str, name: str, parent_id: str | None, calls: dict[str, Any],
+              reasons: list[str], params: dict[str, str], extra_tags: dict[str, str] | None,
+              precreated: bool = False) -> None:
+        component_id, component_name, _spec, components_yaml = self._components[key]
+        arguments = ArgumentSet.from_encoded({component_name: calls})
+        argument_set_id = arguments.identifier
+        command_fields = {
+            "type": "RunCommand",
+            "component_id": component_id,
+            "entry_point": entry_point,
+            "argument_set_id": argument_set_id,
+        }
+        command_id = _canon.digest(command_fields)
+        command_fields["spec_hash"] = _canon.spec_hash(command_id, command_fields)
+        tags = {
+            PCS_RUN_TAG: "True",
+            IS_COMPONENT_RUN_TAG: "True",
+            RUN_COMMAND_ID_TAG: command_id,
+            ENTRY_POINT_TAG: entry_point,
+            RUN_NAME_TAG: name,
+            REPRODUCIBLE_TAG: "False" if reasons else "True",
+        }
+        if reasons:
+            tags[NOT_REPRODUCIBLE_REASON_TAG] = "; ".join(reasons)
+        if parent_id:
+            tags[PARENT_RUN_ID_TAG] = parent_id
+        if extra_tags:
+            tags.update(extra_tags)
+        self._on_R(batch, run_id, experiment_id, name, start_ms, tags, params, precreated)
+        registry_yaml = (
+            dump_yaml({"argument_sets": arguments.to_spec()})
+            + components_yaml
+            + dump_yaml({"pcs_registry": 1, "run_commands": {command_id: command_fields},
+                         "runs": {}})
+        )
+        batch.artifacts.append((run_id, REGISTRY_ARTIFACT, registry_yaml.encode()))
+
+    def _on_G(self, batch: Batch, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            batch.tags[(run_id, key)] = _tag_value(value)
+
+    def _on_P(self, batch: Batch, run_id: str, params: dict[str, str]) -> None:
+        for key, value in params.items():
+            batch.params[(run_id, key)] = str(value)
+
+    def _on_M(self, batch: Batch, run_id: str, metrics: list[list[Any]]) -> None:
+        for key, value, timestamp, step in metrics:
+            batch.metrics.append((run_id, str(key), float(value), int(timestamp), int(step)))
+
+    def _on_A(self, batch: Batch, run_id: str, path: str, data: str) -> None:
+        batch.artifacts.append((run_id, path, base64.b64decode(data)))
+
+    def _on_V(self, batch: Batch, run_id: str, fmt: str, payload: Any) -> None:
+        if fmt == "pickle":
+            data = base64.b64decode(payload)
+        else:
+            data = return_value_bytes(payload, fmt)
+        batch.artifacts.append((run_id, f"{RETURN_VALUE_ARTIFACT}.{fmt}", data))
+
+    def _on_X(self, batch: Batch, run_id: str, error_type: str, text: str) -> None:
+        batch.tags[(run_id, ERROR_TYPE_TAG)] = _tag_value(error_type)
+        batch.artifacts.append((run_id, TRACEBACK_ARTIFACT, text.encode()))
+
+    def _on_E(self, batch: Batch, run_id: str, status: str, end_ms: int) -> None:
+        new = batch.runs.get(run_id)
+        if new is not None:
+            new.status, new.end_ms = status, int(end_ms)
+        else:
+            batch.ends[run_id] = (status, int(end_ms))
+
+
+def return_value_bytes(tree: Any, fmt: str) -> bytes:
+    """The bytes of a ``pcs.return_value.json|yaml`` artifact: an envelope around the tree.
+
+    ``format`` names the encoding, ``value`` is the exact typed tree, ``plain``
+    the value as plain JSON when it has such a form (for readers that do not
+    know pcs), else null.
+    """
+    plain: Any = None
+    try:
+        value = _canon.decode(tree)
+        plain = json.loads(json.dumps(value, allow_nan=False))
+    except Exception:
+        plain = None
+    envelope = {"format": _canon.FORMAT, "value": tree, "plain": plain}
+    if fmt == "yaml":
+        return dump_yaml(envelope).encode()
+    return json.dumps(envelope, ensure_ascii=False, indent=1).encode()
+
+
+def _component_identity(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k != "spec_hash"}
+
+
+def _tag_value(value: Any) -> str:
+    text = str(value)
+    if len(text) > MAX_TAG_VALUE:
+        return text[: MAX_TAG_VALUE - 3] + "..."
+    return text

@@ -1,0 +1,265 @@
+"""Write-behind: callers journal and enqueue records; one thread per store delivers them.
+
+The calling thread does no MLflow I/O: it appends the record to the journal
+(:mod:`pcs._journal`) and puts it on a bounded queue. A background thread takes
+up to :data:`BATCH` records at a time and hands them to a *sink* (the part of
+:mod:`pcs._backend` that talks to MLflow), which writes many runs per
+transaction. When the queue is full the caller waits (backpressure): memory
+stays bounded and nothing is dropped.
+
+If the store is unavailable the records stay queued and journaled, a warning
+is logged once, and delivery is retried with backoff until it succeeds —
+also by a later process, from the journal, if this one dies first.
+
+Record layout (JSON lists; the journal holds exactly these):
+
+``["R", run_id, experiment_id, name, start_ms, tags, params]``
+    a plain run starts.
+``["K", key, component_spec_fields]``
+    a Component, written once before the first call that uses it.
+``["T", run_id, experiment_id, start_ms, key, entry_point, name, parent_id,
+calls, reasons, params, extra_tags]``
+    a tracked call starts (``calls``: ``{entry_point: {arg: tree}}``).
+``["G", run_id, tags]``, ``["P", run_id, params]``,
+``["M", run_id, [[key, value, timestamp, step], ...]]``
+    tags, params and metrics.
+``["A", run_id, path, base64]``
+    an artifact file.
+``["V", run_id, format, payload]``
+    a return value (``payload``: a tree, or base64 of a pickle).
+``["X", run_id, error_type, traceback_text]``
+    an error.
+``["E", run_id, status, end_ms]``
+    the run ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pcs._journal import Journal
+
+__all__ = ["BATCH", "MAX_PENDING", "Sink", "Writer"]
+
+_log = logging.getLogger("pcs")
+
+#: Records delivered per batch (one transaction on the SQLite fast path).
+BATCH = 2000
+#: Records that may wait in memory before callers are slowed down.
+MAX_PENDING = 20_000
+
+
+class Sink(Protocol):
+    """Delivers records to a store; must be idempotent (a record may be delivered twice)."""
+
+    def deliver(self, records: list[list[Any]]) -> None: ...
+
+
+class Writer:
+    """The write-behind queue and delivery thread of one tracking store."""
+
+    def __init__(
+        self,
+        sink_factory: Callable[[], Sink],
+        journal: Journal | None,
+        *,
+        max_pending: int = MAX_PENDING,
+        batch: int = BATCH,
+    ) -> None:
+        self._sink_factory = sink_factory
+        self._sink: Sink | None = None
+        self.journal = journal
+        self._max_pending = max_pending
+        self._batch = batch
+        self._queue: deque[list[Any]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._enqueued = 0  # records accepted so far
+        self._delivered = 0  # records delivered so far
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._failing_since: float | None = None
+        self._spilled = 0  # the newest records, kept only in the journal while the store is down
+        self._warned = False
+        self._closed = False
+        self._known_components: set[str] = set()
+        atexit.register(self._at_exit)
+
+    # -- caller side ------------------------------------------------------------
+    def submit(self, *records: list[Any]) -> None:
+        """Journal and enqueue ``records`` in order; waits while the queue is full."""
+        cond = self._cond
+        with cond:
+            spill = False
+            while self._spilled or len(self._queue) >= self._max_pending:
+                if self._spilled or (self._failing_since is not None and self.journal):
+                    # The store is down: memory stays bounded, the journal keeps the rest.
+                    spill = True
+                    break
+                if not self._thread_alive():
+                    break
+                cond.wait(0.5)
+            journaled = False
+            if self.journal is not None:
+                try:
+                    self.journal.append(list(records))
+                    journaled = True
+                except OSError as exc:
+                    self._warn_journal(exc)
+            if spill and journaled:
+                self._spilled += len(records)
+            else:
+                self._queue.extend(records)
+            self._enqueued += len(records)
+            if self._thread is None:
+                self._start()
+            cond.notify_all()
+
+    def needs_component(self, key: str) -> bool:
+        """True the first time ``key`` is seen: the caller then submits a "K" record."""
+        if key in self._known_components:
+            return False
+        self._known_components.add(key)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted so far is delivered; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self._cond
+        with cond:
+            target = self._enqueued
+            while self._delivered < target:
+                if not self._thread_alive():
+                    self._start()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Records accepted but not yet delivered."""
+        return self._enqueued - self._delivered
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pcs-writer", daemon=True)
+        self._thread.start()
+
+    # -- delivery thread --------------------------------------------------------
+    def _run(self) -> None:
+        cond = self._cond
+        backoff = 0.05
+        while True:
+            with cond:
+                while not self._queue:
+                    if self._spilled and self.journal is not None:
+                        self._reload_spilled(self.journal)
+                        continue
+                    if self._closed:
+                        return
+                    cond.wait(1.0)
+                batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
+            try:
+                if self._sink is None:
+                    self._sink = self._sink_factory()
+                self._sink.deliver(batch)
+            except Exception as exc:  # the store is down, locked, full, or pcs has a bug
+                self._report_failure(exc)
+                time.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            if self._failing_since is not None:
+                _log.warning("pcs: the tracking store is reachable again; delivery resumed.")
+                self._failing_since = None
+                self._warned = False
+            with cond:
+                for _ in range(len(batch)):
+                    self._queue.popleft()
+                self._delivered += len(batch)
+                delivered = self._delivered
+                cond.notify_all()
+            if self.journal is not None:
+                try:
+                    self.journal.mark_done(delivered)
+                except OSError as exc:
+                    self._warn_journal(exc)
+
+    def _reload_spilled(self, journal: Journal) -> None:
+        """Bring the oldest spilled records back from the journal (caller holds the lock)."""
+        count = min(self._spilled, self._batch)
+        first = self._delivered + 1
+        self._queue.extend(journal.read(first, count))
+        self._spilled -= count
+
+    def _report_failure(self, exc: Exception) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "pcs: cannot write to the tracking store (%s: %s). Your code keeps running; "
+                "%d record(s) wait in memory and in the journal %s and will be delivered when "
+                "the store is back (or by `pcs recover` after this process ends).",
+                type(exc).__name__,
+                exc,
+                self.pending,
+                self.journal.path if self.journal is not None else "(none)",
+            )
+
+    def _warn_journal(self, exc: OSError) -> None:
+        if not getattr(self, "_journal_warned", False):
+            self._journal_warned = True
+            _log.warning(
+                "pcs: cannot append to the journal (%s); records are still delivered, but "
+                "would not survive a crash. Set PCS_JOURNAL_DIR to a writable directory.",
+                exc,
+            )
+
+    # -- shutdown and fork --------------------------------------------------------
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Deliver what is pending (up to ``timeout``), stop the thread, tidy the journal."""
+        if os.getpid() != self._pid:
+            return True
+        delivered = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self.journal is not None:
+            self.journal.close(delete=delivered and self.pending == 0)
+        return delivered
+
+    def _at_exit(self) -> None:
+        if self._enqueued == 0 and self.journal is None:
+            return
+        if not self.close(timeout=float(os.environ.get("PCS_EXIT_FLUSH_TIMEOUT", "60"))):
+            _log.warning(
+                "pcs: %d record(s) were not delivered before exit; they are kept in the "
+                "journal %s and delivered by the next pcs process here (or `pcs recover`).",
+                self.pending,
+                self.journal.path if self.journal is not None else "(none)",
+            )
+
+    def after_fork_in_child(self) -> None:
+        """The child must not deliver (or journal) the parent's records."""
+        self._cond = threading.Condition(threading.Lock())
+        self._queue = deque()
+        self._enqueued = self._delivered = self._spilled = 0
+        self._thread = None
+        self._pid = os.getpid()
+        self._sink = None
+        self._known_components = set()
+        if self.journal is not None:
+            self.journal.forget_after_fork()
+            self.journal = Journal(self.journal.directory, self.journal.tracking_uri)

@@ -1,0 +1,112 @@
+"""Deliver the journals of dead processes and reap the runs they left RUNNING.
+
+:func:`recover` (CLI: ``pcs recover``) looks at every journal in the journal
+directory (``$PCS_JOURNAL_DIR``, else ``.pcs/journal`` in the working
+directory). A journal is recovered only when its owner is proven gone — its
+lock is free and its host + pid + process start time match no live process
+(or, written on another host, it is stale). Then its undelivered records are
+delivered to the tracking store it names — idempotently, so a record that
+had already arrived is not duplicated — and every run it started but never
+ended is marked KILLED, with the tag ``pcs.reaped`` saying why.
+
+The first pcs writer of a process also runs this once in the background, so
+a crashed program's records arrive as soon as pcs is used again in the same
+working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pcs import _journal
+from pcs._backend import get_backend, now_ms
+from pcs._writer import BATCH
+
+__all__ = ["RecoveryReport", "recover"]
+
+_log = logging.getLogger("pcs")
+REAPED_TAG = "pcs.reaped"
+_lock = threading.Lock()
+
+
+@dataclass
+class RecoveryReport:
+    """What :func:`recover` did."""
+
+    journals: list[str] = field(default_factory=list)
+    records: int = 0
+    killed_runs: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = (
+            f"recovered {len(self.journals)} journal(s): {self.records} record(s) delivered, "
+            f"{len(self.killed_runs)} run(s) marked KILLED"
+        )
+        if self.failed:
+            text += f"; {len(self.failed)} journal(s) could not be delivered (kept for later)"
+        return text
+
+
+def recover(journal_dir: str | os.PathLike[str] | None = None) -> RecoveryReport:
+    """Deliver dead processes' journals and mark their open runs KILLED."""
+    directory = Path(journal_dir) if journal_dir is not None else _journal.default_directory()
+    report = RecoveryReport()
+    with _lock:
+        for found in _journal.dead_journals(directory):
+            try:
+                delivered, killed = _recover_one(found)
+            except Exception as exc:
+                found.release()
+                report.failed.append(str(found.path))
+                _log.warning(
+                    "pcs: could not recover journal %s (%s: %s); it is kept and retried later.",
+                    found.path, type(exc).__name__, exc,
+                )
+                continue
+            found.finish()
+            report.journals.append(str(found.path))
+            report.records += delivered
+            report.killed_runs.extend(killed)
+    if report.journals:
+        _log.warning("pcs: %s", report)
+    return report
+
+
+def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
+    header = found.header
+    backend = get_backend(str(header["tracking_uri"]))
+    sink = backend._make_sink()
+    started: set[str] = set()
+    ended: set[str] = set()
+    pending: list[list[object]] = []
+    delivered = 0
+    for is_new, record in found.records():
+        kind = record[0]
+        if kind in ("R", "T"):
+            started.add(str(record[1]))
+        elif kind == "E":
+            ended.add(str(record[1]))
+        if is_new or kind == "K":  # components are needed by later calls
+            pending.append(record)
+        if len(pending) >= BATCH:
+            sink.deliver(pending)
+            delivered += len(pending)
+            pending = []
+    open_runs = sorted(started - ended)
+    reason = (
+        f"process {header.get('pid')} on {header.get('host')} ended without ending this run; "
+        "reaped by pcs recovery"
+    )
+    end = now_ms()
+    for run_id in open_runs:
+        pending.append(["G", run_id, {REAPED_TAG: reason}])
+        pending.append(["E", run_id, "KILLED", end])
+    if pending:
+        sink.deliver(pending)
+        delivered += len(pending)
+    return delivered, open_runs
