@@ -19,7 +19,6 @@ import signal
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -84,7 +83,12 @@ def reset_backends() -> None:
         _backends.clear()
 
 
+#: Run ids: 128 random bits like MLflow's uuid4().hex, without a system call per id.
+_ids = random.Random()  # noqa: S311 - unique ids, not secrets
+
+
 def _after_fork_in_child() -> None:
+    _ids.seed()  # never repeat the parent's id sequence
     # Database connections, client state, queued records and open runs belong to
     # the parent process: every backend starts afresh in the child.
     for backend in _backends.values():
@@ -179,9 +183,12 @@ class Backend:
             return SqliteSink(self)
         return ClientSink(self)
 
-    def submit(self, *records: list[Any]) -> None:
+    def submit(self, *records: list[Any], sync: bool = True) -> None:
         """Journal and enqueue records for delivery (see :mod:`pcs._writer`)."""
-        self.writer.submit(*records)
+        writer = self._writer
+        if writer is None:
+            writer = self.writer
+        writer.submit(records, sync)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted to this store so far is delivered."""
@@ -199,8 +206,9 @@ class Backend:
         later by the writer; otherwise the MLflow client creates the run now.
         """
         if self.mode == "sqlite":
-            self.check_experiment(experiment_id)
-            return uuid.UUID(bytes=os.urandom(16), version=4).hex, False
+            if not self._experiments.get(experiment_id):
+                self.check_experiment(experiment_id)
+            return f"{_ids.getrandbits(128):032x}", False
         created = self.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
         return created.info.run_id, True
 
@@ -453,14 +461,6 @@ def _local_dir(uri: str) -> Path | None:
     return None
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 _RUN_COLUMNS = (
     "run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
     "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage",
@@ -496,6 +496,8 @@ class SqliteSink:
         self.connection = _connect(backend.tracking_uri)
         self._locations: dict[str, str] = {}
         self._run_artifacts: dict[str, str] = {}
+        self._local_dirs: dict[str, str | None] = {}
+        self._pool: Any = None
 
     @staticmethod
     def schema_problem(backend: Backend) -> str | None:
@@ -628,30 +630,65 @@ class SqliteSink:
         return uri
 
     def _write_local_artifacts(self, batch: Batch) -> list[tuple[str, str, bytes]]:
-        """Write artifacts of local artifact stores; return those of remote ones."""
+        """Write artifacts of local artifact stores (in parallel); return the remote ones."""
         remote: list[tuple[str, str, bytes]] = []
+        groups: dict[str, list[tuple[str, bytes]]] = {}
         for run_id, path, data in batch.artifacts:
-            uri = self._run_artifacts.get(run_id)
-            if uri is None:
-                new = batch.runs.get(run_id)
-                if new is not None:
-                    uri = self._artifact_uri(run_id, new.experiment_id)
-                else:
-                    row = self.connection.execute(
-                        "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
-                    ).fetchone()
-                    if row is None:
-                        raise StoreError(
-                            f"Run {run_id} does not exist in {self.backend.tracking_uri}.",
-                            self.backend.tracking_uri,
-                        )
-                    uri = self._run_artifacts[run_id] = str(row[0])
-            local = _local_dir(uri)
+            local = self._local_artifact_dir(run_id, batch)
             if local is None:
                 remote.append((run_id, path, data))
             else:
-                _write_file(local / path, data)
+                groups.setdefault(local, []).append((path, data))
+        if len(groups) > 4:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(4, thread_name_prefix="pcs-artifacts")
+            list(self._pool.map(_write_group, groups.items()))
+        else:
+            for item in groups.items():
+                _write_group(item)
+        if len(self._run_artifacts) > 50_000:
+            self._run_artifacts.clear()
         return remote
+
+    def _local_artifact_dir(self, run_id: str, batch: Batch) -> str | None:
+        uri = self._run_artifacts.get(run_id)
+        if uri is None:
+            new = batch.runs.get(run_id)
+            if new is not None:
+                uri = self._artifact_uri(run_id, new.experiment_id)
+            else:
+                row = self.connection.execute(
+                    "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
+                ).fetchone()
+                if row is None:
+                    raise StoreError(
+                        f"Run {run_id} does not exist in {self.backend.tracking_uri}.",
+                        self.backend.tracking_uri,
+                    )
+                uri = self._run_artifacts[run_id] = str(row[0])
+        local = self._local_dirs.get(uri)
+        if local is None and uri not in self._local_dirs:
+            path = _local_dir(uri)
+            local = self._local_dirs[uri] = str(path) if path is not None else None
+            if len(self._local_dirs) > 50_000:
+                self._local_dirs.clear()
+        return local
+
+
+def _write_group(item: tuple[str, list[tuple[str, bytes]]]) -> None:
+    """Write the artifact files of one run (a torn file is rewritten whole by recovery)."""
+    directory, files = item
+    made: set[str] = set()
+    for relative, data in files:
+        path = os.path.join(directory, relative)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        with open(path, "wb") as fh:
+            fh.write(data)
 
 
 def _metric_row(metric: tuple[str, str, float, int, int]) -> tuple[Any, ...]:

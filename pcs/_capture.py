@@ -20,6 +20,7 @@ MLflow param ``arg.<name>`` when it fits MLflow's limits.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ _SECRET_NAME = re.compile(
 _URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+@")
 _PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 _SCALARS = (str, int, float, bool, type(None))
+_SMALL_SCALARS = frozenset({float, bool, type(None)})
+_SHORT_STR = 4096  # at most 6 bytes per character once encoded: far below MAX_INLINE_BYTES
 
 
 def is_secret_name(name: str) -> bool:
@@ -83,6 +86,18 @@ def capture(
                 f"(rerun(overrides={{{name!r}: ...}}))"
             )
             continue
+        kind = type(value)
+        if (
+            kind in _SMALL_SCALARS
+            or (kind is str and len(value) <= _SHORT_STR)
+            or (kind is int and value.bit_length() < _SHORT_STR)
+        ):
+            # Fast path: a scalar is always exactly encodable and small.
+            out.encoded[name] = _canon.encode(value)
+            text = str(value)
+            if len(text) <= MAX_PARAM_VALUE_LENGTH:
+                out.params[param_key(name)] = text
+            continue
         try:
             tree = _canon.encode(value, strict=strict, root=name)
         except Exception as exc:
@@ -115,11 +130,16 @@ def _redaction_reason(
         return "redacted"
     if isinstance(value, Secret):
         return "a pcs.Secret"
-    if is_secret_name(name):
+    if _secret_name(name):
         return "redacted (its name looks like a secret)"
-    if isinstance(value, str) and _URL_WITH_PASSWORD.match(value):
+    if isinstance(value, str) and "://" in value and _URL_WITH_PASSWORD.match(value):
         return "redacted (a URL with a password)"
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    return is_secret_name(name)
 
 
 def _display(value: Any, problems: list[str]) -> str:
@@ -134,6 +154,7 @@ def _display(value: Any, problems: list[str]) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def param_key(name: str) -> str:
     """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
     safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)

@@ -69,6 +69,7 @@ class Journal:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._seq = 0
+        self._buffer: list[list[Any]] = []
         self._done_fd: int | None = None
 
     def _open(self) -> int:
@@ -87,17 +88,38 @@ class Journal:
         self._fd = fd
         return fd
 
-    def append(self, records: list[list[Any]]) -> int:
-        """Write ``records`` (one line each); returns the number of the last one."""
-        data = "".join(_ENCODER.encode(r) + "\n" for r in records).encode()
+    def append(self, records: tuple[list[Any], ...] | list[list[Any]], sync: bool) -> None:
+        """Add ``records``; with ``sync`` write everything buffered so far to the file.
+
+        Callers sync before acknowledging (a tracked call returns, a run block
+        starts) and the writer syncs before delivering, so every record that
+        is acknowledged or visible in MLflow is in the file first.
+        """
         with self._lock:
-            fd = self._fd if self._fd is not None else self._open()
-            os.write(fd, data)
+            self._buffer.extend(records)
             self._seq += len(records)
-            return self._seq
+            if sync:
+                self._sync_locked()
+
+    def sync(self) -> None:
+        """Write the buffered records to the file (one ``os.write``)."""
+        if self._buffer:
+            with self._lock:
+                self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        buffer = self._buffer
+        if not buffer:
+            return
+        encode = _ENCODER.encode
+        data = ("\n".join([encode(r) for r in buffer]) + "\n").encode()
+        fd = self._fd if self._fd is not None else self._open()
+        os.write(fd, data)
+        buffer.clear()
 
     def read(self, first: int, count: int) -> list[list[Any]]:
         """Records ``first`` .. ``first + count - 1`` back from the file."""
+        self.sync()
         out: list[list[Any]] = []
         with open(self.path, "rb") as fh:
             for seq, raw in enumerate(fh):
@@ -120,6 +142,8 @@ class Journal:
     def close(self, delete: bool) -> None:
         """Close the files; ``delete`` removes them (everything was delivered)."""
         with self._lock:
+            if not delete:
+                self._sync_locked()
             for fd in (self._done_fd, self._fd):
                 if fd is not None:
                     os.close(fd)
@@ -140,6 +164,7 @@ class Journal:
                 except OSError:
                     pass
         self._fd = self._done_fd = None
+        self._buffer = []
 
 
 @dataclass

@@ -47,6 +47,12 @@ def take_call_tags() -> dict[str, str] | None:
     return tags
 
 
+def reset_env_root() -> None:
+    """Read ``PCS_PARENT_RUN_ID`` again on next use (tests change it)."""
+    global _env_parent
+    _env_parent = None
+
+
 def push(run: Run) -> Token[tuple[Run, ...]]:
     """Make ``run`` the innermost active run of the current context."""
     return _stack.set((*_stack.get(), run))
@@ -80,12 +86,15 @@ def set_last(run: Run) -> None:
 
 
 def _env_root() -> Run | None:
-    """A handle on the run named by ``PCS_PARENT_RUN_ID`` (cached per value)."""
+    """A handle on the run named by ``PCS_PARENT_RUN_ID`` (read once per process)."""
     global _env_parent
+    cached = _env_parent
+    if cached is not None and cached[1] is None:
+        return None
     run_id = os.environ.get(PARENT_ENV)
     if not run_id:
+        _env_parent = ("", None)
         return None
-    cached = _env_parent
     if cached is not None and cached[0] == run_id:
         return cached[1]
     from pcs.run import handle

@@ -55,6 +55,8 @@ _log = logging.getLogger("pcs")
 BATCH = 2000
 #: Records that may wait in memory before callers are slowed down.
 MAX_PENDING = 20_000
+#: Seconds the writer waits for a batch to fill before delivering a small one.
+LINGER = 0.02
 
 
 class Sink(Protocol):
@@ -87,14 +89,20 @@ class Writer:
         self._pid = os.getpid()
         self._failing_since: float | None = None
         self._spilled = 0  # the newest records, kept only in the journal while the store is down
+        self._flushing = 0  # threads waiting in flush(): deliver at once, do not linger
         self._warned = False
         self._closed = False
         self._known_components: set[str] = set()
         atexit.register(self._at_exit)
 
     # -- caller side ------------------------------------------------------------
-    def submit(self, *records: list[Any]) -> None:
-        """Journal and enqueue ``records`` in order; waits while the queue is full."""
+    def submit(self, records: tuple[list[Any], ...], sync: bool = True) -> None:
+        """Journal and enqueue ``records`` in order; waits while the queue is full.
+
+        ``sync=False`` may leave the records in the journal's buffer until the
+        next synced submit (or the next delivery): use it only for records that
+        are not acknowledged to the user yet (the start of a tracked call).
+        """
         cond = self._cond
         with cond:
             spill = False
@@ -106,21 +114,23 @@ class Writer:
                 if not self._thread_alive():
                     break
                 cond.wait(0.5)
-            journaled = False
-            if self.journal is not None:
+            journal = self.journal
+            if journal is not None:
                 try:
-                    self.journal.append(list(records))
-                    journaled = True
+                    journal.append(records, sync or spill)
                 except OSError as exc:
-                    self._warn_journal(exc)
-            if spill and journaled:
+                    self._disable_journal(exc)
+                    spill = False
+            was_empty = not self._queue
+            if spill:
                 self._spilled += len(records)
             else:
                 self._queue.extend(records)
             self._enqueued += len(records)
             if self._thread is None:
                 self._start()
-            cond.notify_all()
+            elif was_empty:
+                cond.notify_all()
 
     def needs_component(self, key: str) -> bool:
         """True the first time ``key`` is seen: the caller then submits a "K" record."""
@@ -135,13 +145,18 @@ class Writer:
         cond = self._cond
         with cond:
             target = self._enqueued
-            while self._delivered < target:
-                if not self._thread_alive():
-                    self._start()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+            self._flushing += 1
+            try:
+                cond.notify_all()
+                while self._delivered < target:
+                    if not self._thread_alive():
+                        self._start()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    cond.wait(0.5 if remaining is None else min(remaining, 0.5))
+            finally:
+                self._flushing -= 1
         return True
 
     @property
@@ -169,8 +184,13 @@ class Writer:
                     if self._closed:
                         return
                     cond.wait(1.0)
+                if len(self._queue) < self._batch and not self._flushing:
+                    # Linger a moment: larger batches, fewer transactions, less GIL churn.
+                    cond.wait(LINGER)
                 batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
             try:
+                if self.journal is not None:
+                    self.journal.sync()  # write-ahead: nothing reaches MLflow unjournaled
                 if self._sink is None:
                     self._sink = self._sink_factory()
                 self._sink.deliver(batch)
@@ -194,7 +214,7 @@ class Writer:
                 try:
                     self.journal.mark_done(delivered)
                 except OSError as exc:
-                    self._warn_journal(exc)
+                    self._disable_journal(exc)
 
     def _reload_spilled(self, journal: Journal) -> None:
         """Bring the oldest spilled records back from the journal (caller holds the lock)."""
@@ -218,14 +238,13 @@ class Writer:
                 self.journal.path if self.journal is not None else "(none)",
             )
 
-    def _warn_journal(self, exc: OSError) -> None:
-        if not getattr(self, "_journal_warned", False):
-            self._journal_warned = True
-            _log.warning(
-                "pcs: cannot append to the journal (%s); records are still delivered, but "
-                "would not survive a crash. Set PCS_JOURNAL_DIR to a writable directory.",
-                exc,
-            )
+    def _disable_journal(self, exc: OSError) -> None:
+        self.journal = None
+        _log.warning(
+            "pcs: cannot write the journal (%s); records are still delivered, but would not "
+            "survive a crash. Set PCS_JOURNAL_DIR to a writable directory.",
+            exc,
+        )
 
     # -- shutdown and fork --------------------------------------------------------
     def close(self, timeout: float | None = 30.0) -> bool:

@@ -135,7 +135,7 @@ class ComponentRun(Run):
         for digest, blob in blobs.items():
             records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
                             base64.b64encode(blob).decode()])
-        backend.submit(*records)
+        backend.submit(*records, sync=False)  # acknowledged (synced) when the call ends
         backend.open_runs[run_id] = run
         return run
 
@@ -220,7 +220,7 @@ class ComponentRun(Run):
             ).decode()
         else:
             payload = _canon.encode(value)  # an exact snapshot, taken now
-        self._backend.submit(["V", self._run_id, fmt, payload])
+        self._backend.submit(["V", self._run_id, fmt, payload], sync=False)
 
     # -- replay and portability (implemented in pcs.replay and pcs.portable) --
     def rerun(

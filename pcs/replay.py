@@ -404,19 +404,23 @@ def _module_allowed(
         seen.add(original.identifier)
         if module in _recorded_modules(backend, record, user):
             return True
-    filter_string = (
-        f"tags.`{ComponentRun.IS_COMPONENT_RUN_TAG}` = 'True' and "
-        f"tags.`{ComponentRun.ENTRY_POINT_TAG}` = '{entry_point}'"
+    # Runs of the same entry point first (most likely the same callable), then any.
+    component_runs = f"tags.`{ComponentRun.IS_COMPONENT_RUN_TAG}` = 'True'"
+    filters = (
+        f"{component_runs} and tags.`{ComponentRun.ENTRY_POINT_TAG}` = '{entry_point}'",
+        component_runs,
     )
-    for count, record in enumerate(
-        backend.iter_runs(filter_string, ["attributes.start_time DESC"])
-    ):
-        if count >= _MAX_EVIDENCE_RUNS:
-            break
-        if record.info.run_id in seen:
-            continue
-        if module in _recorded_modules(backend, record, user):
-            return True
+    for filter_string in filters:
+        for count, record in enumerate(
+            backend.iter_runs(filter_string, ["attributes.start_time DESC"])
+        ):
+            if count >= _MAX_EVIDENCE_RUNS:
+                break
+            if record.info.run_id in seen:
+                continue
+            seen.add(record.info.run_id)
+            if module in _recorded_modules(backend, record, user):
+                return True
     return False
 
 
@@ -461,10 +465,13 @@ def _check_missing(
     fail: Callable[[type[ReplayError], str], ReplayError],
 ) -> None:
     supplied: set[tuple[str, str]] = set()
+    unknown: list[str] = []
     for key in overrides:
         entry, name = _override_target(key, entry_point, known)
         if entry is not None:
             supplied.add((entry, name))
+        else:
+            unknown.append(str(key))
     missing: list[str] = []
     names: list[str] = []
     for entry, args in calls.items():
@@ -481,6 +488,12 @@ def _check_missing(
             if problems:
                 missing.append(f"argument {label!r} could not be recorded exactly ({problems[0]})")
                 names.append(label)
+    if missing and unknown:
+        raise UsageError(
+            f"overrides: {', '.join(map(repr, unknown))} names no recorded argument of "
+            f"{entry_point}, and {', '.join(map(repr, names))} must still be supplied. Use the "
+            "argument names shown in the run's ArgumentSet."
+        )
     if missing:
         example = ", ".join(f"{n!r}: ..." for n in names)
         raise fail(

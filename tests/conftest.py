@@ -103,6 +103,7 @@ def fresh_run_context() -> Iterator[None]:
     """Each test starts with an empty run stack and no last run (pytest shares one context)."""
     from pcs import _stack
 
+    _stack.reset_env_root()
     stack_token = _stack._stack.set(())
     last_token = _stack._last.set(None)
     yield
