@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
@@ -183,12 +183,17 @@ class Backend:
             return SqliteSink(self)
         return ClientSink(self)
 
-    def submit(self, *records: list[Any], sync: bool = True) -> None:
+    def submit(
+        self,
+        *records: list[Any],
+        sync: bool = True,
+        component: tuple[str, Callable[[], Any]] | None = None,
+    ) -> None:
         """Journal and enqueue records for delivery (see :mod:`pcs._writer`)."""
         writer = self._writer
         if writer is None:
             writer = self.writer
-        writer.submit(records, sync)
+        writer.submit(records, sync, component)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted to this store so far is delivered."""
@@ -488,7 +493,7 @@ class SqliteSink:
     recovery — changes nothing the second time.
     """
 
-    RETRIES = 20
+    RETRIES = 8
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -639,13 +644,18 @@ class SqliteSink:
                 remote.append((run_id, path, data))
             else:
                 groups.setdefault(local, []).append((path, data))
+        parallel = False
         if len(groups) > 4:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
+            try:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(4, thread_name_prefix="pcs-artifacts")
-            list(self._pool.map(_write_group, groups.items()))
-        else:
+                    self._pool = ThreadPoolExecutor(4, thread_name_prefix="pcs-artifacts")
+                list(self._pool.map(_write_group, groups.items()))
+                parallel = True
+            except RuntimeError:  # the interpreter is shutting down: no new threads
+                parallel = False
+        if not parallel:
             for item in groups.items():
                 _write_group(item)
         if len(self._run_artifacts) > 50_000:
@@ -703,9 +713,10 @@ def _metric_row(metric: tuple[str, str, float, int, int]) -> tuple[Any, ...]:
 def _connect(uri: str) -> sqlite3.Connection:
     """A connection for pcs's own writes: autocommit mode, WAL, a generous busy timeout."""
     connection = sqlite3.connect(
-        _sqlite_path(uri), timeout=30.0, isolation_level=None, check_same_thread=False
+        _sqlite_path(uri), timeout=1.0, isolation_level=None, check_same_thread=False
     )
-    connection.execute("PRAGMA busy_timeout = 30000")
+    busy_ms = int(os.environ.get("PCS_SQLITE_BUSY_TIMEOUT_MS", "30000"))
+    connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
     try:
         connection.execute("PRAGMA journal_mode = WAL")
     except sqlite3.OperationalError as exc:  # another process is switching it right now

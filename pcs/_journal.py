@@ -71,6 +71,8 @@ class Journal:
         self._seq = 0
         self._buffer: list[list[Any]] = []
         self._done_fd: int | None = None
+        #: set when a record could not be delivered: the file is kept at exit
+        self.keep = False
 
     def _open(self) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)

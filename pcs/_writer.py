@@ -65,6 +65,18 @@ class Sink(Protocol):
     def deliver(self, records: list[list[Any]]) -> None: ...
 
 
+def _transient(exc: Exception) -> bool:
+    """Errors that retrying can fix: the store is down, locked, full or unreachable."""
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return True
+    module = type(exc).__module__
+    if module.startswith(("sqlite3", "sqlalchemy", "requests", "urllib3", "mlflow")):
+        return True
+    from pcs.exceptions import StoreError
+
+    return isinstance(exc, StoreError)
+
+
 class Writer:
     """The write-behind queue and delivery thread of one tracking store."""
 
@@ -96,7 +108,12 @@ class Writer:
         atexit.register(self._at_exit)
 
     # -- caller side ------------------------------------------------------------
-    def submit(self, records: tuple[list[Any], ...], sync: bool = True) -> None:
+    def submit(
+        self,
+        records: tuple[list[Any], ...],
+        sync: bool = True,
+        component: tuple[str, Callable[[], Any]] | None = None,
+    ) -> None:
         """Journal and enqueue ``records`` in order; waits while the queue is full.
 
         ``sync=False`` may leave the records in the journal's buffer until the
@@ -105,6 +122,10 @@ class Writer:
         """
         cond = self._cond
         with cond:
+            if component is not None and component[0] not in self._known_components:
+                # A component's "K" record precedes its first call, in every thread.
+                self._known_components.add(component[0])
+                records = (["K", component[0], component[1]()], *records)
             spill = False
             while self._spilled or len(self._queue) >= self._max_pending:
                 if self._spilled or (self._failing_since is not None and self.journal):
@@ -131,13 +152,6 @@ class Writer:
                 self._start()
             elif was_empty:
                 cond.notify_all()
-
-    def needs_component(self, key: str) -> bool:
-        """True the first time ``key`` is seen: the caller then submits a "K" record."""
-        if key in self._known_components:
-            return False
-        self._known_components.add(key)
-        return True
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record submitted so far is delivered; False on timeout."""
@@ -195,10 +209,13 @@ class Writer:
                     self._sink = self._sink_factory()
                 self._sink.deliver(batch)
             except Exception as exc:  # the store is down, locked, full, or pcs has a bug
-                self._report_failure(exc)
-                time.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter
-                backoff = min(backoff * 2, 5.0)
-                continue
+                if not _transient(exc) and self._sink is not None:
+                    self._deliver_one_by_one(self._sink, batch, exc)
+                else:
+                    self._report_failure(exc)
+                    time.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter
+                    backoff = min(backoff * 2, 5.0)
+                    continue
             backoff = 0.05
             if self._failing_since is not None:
                 _log.warning("pcs: the tracking store is reachable again; delivery resumed.")
@@ -215,6 +232,30 @@ class Writer:
                     self.journal.mark_done(delivered)
                 except OSError as exc:
                     self._disable_journal(exc)
+
+    def _deliver_one_by_one(self, sink: Sink, batch: list[list[Any]], error: Exception) -> None:
+        """A batch failed for a reason retrying cannot fix: isolate the record(s) at fault."""
+        _log.error("pcs: a batch of %d record(s) failed (%s: %s); delivering one by one.",
+                   len(batch), type(error).__name__, error)
+        for record in batch:
+            for attempt in range(3):
+                try:
+                    sink.deliver([record])
+                    break
+                except Exception as exc:
+                    if _transient(exc) and attempt < 2:
+                        time.sleep(0.2)
+                        continue
+                    _log.error(
+                        "pcs: could not deliver record %r of run %s (%s: %s); it is skipped "
+                        "here and kept in the journal %s. Please report this as a pcs bug.",
+                        record[0], record[1] if len(record) > 1 else "?",
+                        type(exc).__name__, exc,
+                        self.journal.path if self.journal is not None else "(none)",
+                    )
+                    if self.journal is not None:
+                        self.journal.keep = True
+                    break
 
     def _reload_spilled(self, journal: Journal) -> None:
         """Bring the oldest spilled records back from the journal (caller holds the lock)."""
@@ -256,7 +297,7 @@ class Writer:
             self._closed = True
             self._cond.notify_all()
         if self.journal is not None:
-            self.journal.close(delete=delivered and self.pending == 0)
+            self.journal.close(delete=delivered and self.pending == 0 and not self.journal.keep)
         return delivered
 
     def _at_exit(self) -> None:

@@ -128,14 +128,13 @@ class ComponentRun(Run):
         run._reasons = reasons
         key = component.identifier
         records: list[list[Any]] = []
-        if backend.writer.needs_component(key):
-            records.append(["K", key, component._fields()])
         records.append(["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
                         calls, reasons, params, extra_tags, created])
         for digest, blob in blobs.items():
             records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
                             base64.b64encode(blob).decode()])
-        backend.submit(*records, sync=False)  # acknowledged (synced) when the call ends
+        # acknowledged (synced) when the call ends
+        backend.submit(*records, sync=False, component=(key, component._fields))
         backend.open_runs[run_id] = run
         return run
 

@@ -31,15 +31,23 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from pcs import _canon
-from pcs._backend import Backend, get_backend
+from pcs._backend import (
+    MAX_PARAM_KEY_LENGTH,
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    Backend,
+    get_backend,
+)
 from pcs._yaml import dump_yaml, load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.component_run import ComponentRun
 from pcs.exceptions import (
+    PcsError,
     RunNotFoundError,
     SpecError,
     SpecIntegrityError,
+    StoreError,
     UsageError,
 )
 from pcs.registry import KINDS, InMemoryRegistry, Registry
@@ -66,6 +74,7 @@ _PARENT_TAG: Final = "mlflow.parentRunId"
 _TERMINAL: Final = ("FINISHED", "FAILED", "KILLED")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_KEY = re.compile(r"[/\w.\- :]+")  # what MLflow accepts as a param, tag or metric name
 
 
 # =========================================================================== export
@@ -79,10 +88,10 @@ def component_run_to_registry(
     recurse: bool = True,
 ) -> Registry:
     """:meth:`pcs.ComponentRun.to_registry`: the run spec; with ``recurse``, what replay needs."""
+    run._backend.flush()
     registry = Run.to_registry(run, registry, force=force, include_artifacts=include_artifacts)
     if not recurse:
         return registry
-    run._backend.flush()
     command = run.run_command
     command.to_registry(registry, recurse=True, force=force)
     for label, ref in _artifact_refs(command.argument_set):
@@ -250,7 +259,17 @@ def import_runs(
         if existing is not None:
             mapping[planned.run_id] = existing
             continue
-        mapping[planned.run_id] = _create(backend, registry, planned, mapping, experiment)
+        try:
+            mapping[planned.run_id] = _create(backend, registry, planned, mapping, experiment)
+        except PcsError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"Importing run {planned.run_id} into {backend.tracking_uri!r} failed: "
+                f"{type(exc).__name__}: {exc}. The runs imported before it are kept; call "
+                "import_runs() again to finish (the partial run is removed and redone).",
+                backend.tracking_uri,
+            ) from exc
         created += 1
     _log.info("pcs: imported %d run(s) into %s (%d already present)", created,
               backend.tracking_uri, len(plan) - created)
@@ -329,14 +348,27 @@ def _verify(registry: Registry) -> list[_Planned]:
     return order
 
 
-def _check_str_map(value: Any, what: str, run_id: str) -> dict[str, str]:
+def _check_str_map(value: Any, what: str, run_id: str, max_value: int) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise _fail(f"run spec {run_id}: {what} must map str to str.", run_id)
+    for key, text in value.items():
+        _check_key(key, what, run_id)
+        if len(text) > max_value:
+            raise _fail(
+                f"run spec {run_id}: the value of {what[:-1]} {key!r} is longer than MLflow's "
+                f"limit of {max_value} characters.",
+                run_id,
+            )
     return dict(value)
+
+
+def _check_key(key: str, what: str, run_id: str) -> None:
+    if not _KEY.fullmatch(key) or len(key) > MAX_PARAM_KEY_LENGTH or "../" in key:
+        raise _fail(f"run spec {run_id}: {key!r} is not a valid MLflow {what[:-1]} name.", run_id)
 
 
 def _safe_artifact_path(path: Any, run_id: str) -> str:
@@ -363,13 +395,15 @@ def _plan_run(registry: Registry, run_id: str, fields: dict[str, Any]) -> _Plann
         raise _fail(f"{run_id!r} is not a run id (letters, digits, '_', '-', '.').", run_id)
     if fields.get("type") != "Run":
         raise _fail(f"run spec {run_id} has type {fields.get('type')!r}, not 'Run'.", run_id)
-    tags = _check_str_map(fields.get("tags"), "tags", run_id)
-    params = _check_str_map(fields.get("params"), "params", run_id)
+    tags = _check_str_map(fields.get("tags"), "tags", run_id, MAX_TAG_VALUE_LENGTH)
+    params = _check_str_map(fields.get("params"), "params", run_id, MAX_PARAM_VALUE_LENGTH)
     metrics = fields.get("metrics") or {}
     if not isinstance(metrics, Mapping) or not all(
         isinstance(k, str) and type(v) in (int, float) for k, v in metrics.items()
     ):
         raise _fail(f"run spec {run_id}: metrics must map str to numbers.", run_id)
+    for key in metrics:
+        _check_key(key, "metrics", run_id)
     for key in ("start_time", "end_time"):
         if fields.get(key) is not None and type(fields.get(key)) is not int:
             raise _fail(f"run spec {run_id}: {key} must be an int (ms) or null.", run_id)

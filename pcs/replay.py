@@ -256,7 +256,7 @@ def _replay(
         )
 
     # 4. Arguments: artifacts fetched and verified, classes checked, overrides applied.
-    signatures = _signatures(target, calls)
+    signatures = _signatures(target, entry_point)
     for entry, signature in signatures.items():
         known.setdefault(entry, set()).update(signature.parameters)
     routed = _route_overrides(overrides, entry_point, known, fail)
@@ -337,15 +337,18 @@ def _check_path_syntax(
     component: Component, entry_point: str, fail: Callable[[type[ReplayError], str], ReplayError]
 ) -> None:
     parts = component.module.split(".") + component.qualname.split(".") + [entry_point]
-    if not all(part.isidentifier() for part in parts):
-        if "<locals>" in component.qualname or "<lambda>" in component.qualname:
-            reason = (
-                "it was defined inside a function (or is a lambda), so it cannot be imported "
-                "again; move it to module level and record the call again"
-            )
-        else:
-            reason = "the recorded path is not a plain 'module:qualname' of Python identifiers"
-        raise fail(UnsafeReplayError if "<" not in component.qualname else ReplayError, reason)
+    if all(part.isidentifier() for part in parts):
+        return
+    if "<locals>" in component.qualname or "<lambda>" in component.qualname:
+        raise fail(
+            ReplayError,
+            "it was defined inside a function (or is a lambda), so it cannot be imported "
+            "again; move it to module level and record the call again",
+        )
+    raise fail(
+        UnsafeReplayError,
+        "the recorded path is not a plain 'module:qualname' of Python identifiers",
+    )
 
 
 def _allowed_prefixes(allowed_modules: Iterable[str] | None) -> tuple[str, ...]:
@@ -661,9 +664,7 @@ def _resolve(
     return _Target("function", owner, tracker, Component.from_callable(tracker.fn))
 
 
-def _signatures(
-    target: _Target, calls: Mapping[str, Any]
-) -> dict[str, inspect.Signature]:
+def _signatures(target: _Target, entry_point: str) -> dict[str, inspect.Signature]:
     """The signatures to bind, by entry point (``__init__`` first for methods)."""
     signature = target.tracker.signature
     params = list(signature.parameters.values())
@@ -673,7 +674,7 @@ def _signatures(
         result["__init__"] = init.replace(parameters=list(init.parameters.values())[1:])
     if target.kind in ("method", "classmethod"):
         signature = signature.replace(parameters=params[1:])
-    result[target.tracker.entry_point] = signature
+    result[entry_point] = signature
     return result
 
 
@@ -1003,10 +1004,12 @@ class RunComparison:
         The same outcome: the same status, and the same return value
         (FINISHED) or the same error type (FAILED, KILLED).
         """
+        if self.left_status not in _TERMINAL or self.right_status not in _TERMINAL:
+            return None  # a run still running has no outcome yet
         if not self.same_status:
             return False
         if self.left_status != "FINISHED":
-            return self.left_status in _TERMINAL
+            return True
         return self.same_return_value
 
     @property

@@ -237,8 +237,9 @@ def test_an_interrupted_import_is_cleaned_up_and_redone(
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_backend.Backend, "set_terminated", crash_on_second)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(pcs.StoreError, match="OSError: disk full") as caught:
         pcs.import_runs(registry)
+    assert "import_runs() again" in str(caught.value)
     leftovers = [r for r in stored_runs(client).values()
                  if "pcs.importing_from" in r.data.tags]  # type: ignore[attr-defined]
     assert len(leftovers) == 1
@@ -379,3 +380,20 @@ def test_registry_yaml_round_trip_keeps_replay_specs(recorded: Recorded, tmp_pat
     again = pcs.Registry.from_dict(load_yaml(text))
     command_id = recorded.total.run_command.identifier
     assert pcs.RunCommand.from_registry(again, command_id) == recorded.total.run_command
+
+
+def test_tags_mlflow_would_reject_are_refused_before_anything_is_written(
+    recorded: Recorded, tmp_path: Path, template_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = pcs.export_runs(recorded.root)
+    run_id = recorded.ids["experiment"]
+    fields = registry.get_run_spec(run_id)[run_id]
+    fields["tags"]["bad key!"] = "x"
+    del fields["spec_hash"]
+    forged = pcs.InMemoryRegistry()
+    forged.add_registry(registry)
+    forged.add_run_spec({run_id: fields}, force=True)
+    client = use_store(monkeypatch, make_store(template_store, tmp_path / "other"))
+    with pytest.raises(pcs.SpecError, match="'bad key!' is not a valid MLflow tag name"):
+        pcs.import_runs(forged)
+    assert stored_runs(client) == {}
