@@ -217,7 +217,7 @@ def test_32_threads_nested_calls(client: MlflowClient) -> None:
              if r.data.tags.get("mlflow.runName", "").startswith("thread-")}
     branches = [r for r in runs.values() if r.data.tags.get("pcs.entry_point") == "branch"]
     leaves = [r for r in runs.values() if r.data.tags.get("pcs.entry_point") == "leaf"]
-    assert len(roots) == 32 and len(branches) == 96 and len(leaves) == 480
+    assert (len(roots), len(branches), len(leaves)) == (32, 96, 480)
     for b in branches:
         root = roots[b.data.tags["mlflow.parentRunId"]]
         assert root.data.tags["mlflow.runName"] == f"thread-{b.data.params['arg.t']}"
