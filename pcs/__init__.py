@@ -9,6 +9,8 @@ Run``) and is re-exported as ``pcs.Run``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pcs._threads import bind, child_env, instrument_threads, uninstrument_threads
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
@@ -29,16 +31,37 @@ from pcs.exceptions import (
     UntrustedPickleError,
     UsageError,
 )
-from pcs.portable import export_runs, import_runs
-from pcs.recovery import recover
 from pcs.registry import InMemoryRegistry, Registry, YamlFileRegistry
-from pcs.replay import compare
 from pcs.run import Run
 from pcs.run_command import RunCommand
 from pcs.secret import Secret
 from pcs.tracking import active_run, flush, last_run, run, tracked
 
+if TYPE_CHECKING:
+    from pcs.portable import export_runs, import_runs
+    from pcs.recovery import recover
+    from pcs.replay import compare
+
 __version__ = "0.1.0.dev0"
+
+# Loaded on first use, to keep ``import pcs`` fast.
+_LAZY = {
+    "compare": "pcs.replay",
+    "export_runs": "pcs.portable",
+    "import_runs": "pcs.portable",
+    "recover": "pcs.recovery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pcs' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ArgumentSet",

@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,11 +58,29 @@ _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
 
 
+_uri_cache: tuple[tuple[Any, ...], str] | None = None
+
+
 def current_tracking_uri() -> str:
-    """The tracking URI MLflow resolves now: ``MLFLOW_TRACKING_URI`` or its default."""
+    """The tracking URI MLflow resolves now: ``MLFLOW_TRACKING_URI`` or its default.
+
+    MLflow's answer depends on the environment variable, on
+    ``mlflow.set_tracking_uri`` and (for the default, relative SQLite file) on
+    the working directory; it is cached until one of them changes.
+    """
+    global _uri_cache
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    explicit = getattr(utils, "_tracking_uri", None)
+    key: tuple[Any, ...] = (env, explicit) if env or explicit else (env, None, os.getcwd())
+    cached = _uri_cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
     import mlflow
 
-    return str(mlflow.get_tracking_uri())
+    uri = str(mlflow.get_tracking_uri())
+    _uri_cache = (key, uri)
+    return uri
 
 
 def get_backend(tracking_uri: str | None = None) -> Backend:

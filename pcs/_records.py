@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon
-from pcs._yaml import dump_yaml
 from pcs.argument_set import ArgumentSet
 
 __all__ = ["Batch", "Materializer", "NewRun"]
@@ -171,7 +170,10 @@ class Materializer:
         batch.tags[(run_id, ERROR_TYPE_TAG)] = _tag_value(error_type)
         batch.artifacts.append((run_id, TRACEBACK_ARTIFACT, text.encode()))
 
-    def _on_E(self, batch: Batch, run_id: str, status: str, end_ms: int) -> None:
+    def _on_E(self, batch: Batch, run_id: str, status: str, end_ms: int,
+              returned: list[Any] | None = None) -> None:
+        if returned is not None:
+            self._on_V(batch, run_id, returned[0], returned[1])
         new = batch.runs.get(run_id)
         if new is not None:
             new.status, new.end_ms = status, int(end_ms)
@@ -194,6 +196,8 @@ def return_value_bytes(tree: Any, fmt: str) -> bytes:
         plain = None
     envelope = {"format": _canon.FORMAT, "value": tree, "plain": plain}
     if fmt == "yaml":
+        from pcs._yaml import dump_yaml
+
         return dump_yaml(envelope).encode()
     return json.dumps(envelope, ensure_ascii=False).encode()
 

@@ -17,10 +17,12 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from pcs import _stack
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["bind", "child_env", "instrument_threads", "uninstrument_threads"]
 
@@ -51,6 +53,8 @@ def instrument_threads() -> None:
 
     Idempotent; :func:`uninstrument_threads` restores the originals.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     with _lock:
         if _originals:
             return
@@ -86,6 +90,8 @@ def instrument_threads() -> None:
 
 def uninstrument_threads() -> None:
     """Undo :func:`instrument_threads`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with _lock:
         if not _originals:
             return

@@ -29,8 +29,8 @@ calls, reasons, params, extra_tags]``
     a return value (``payload``: a tree, or base64 of a pickle).
 ``["X", run_id, error_type, traceback_text]``
     an error.
-``["E", run_id, status, end_ms]``
-    the run ends.
+``["E", run_id, status, end_ms]`` / ``["E", run_id, status, end_ms, [format, payload]]``
+    the run ends (a tracked call's return value travels with it).
 """
 
 from __future__ import annotations

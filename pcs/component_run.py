@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pcs import _canon
 from pcs._backend import Backend, get_backend, now_ms
 from pcs._records import PARENT_RUN_ID_TAG
-from pcs._yaml import load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import PcsError, UntrustedPickleError
@@ -119,10 +118,13 @@ class ComponentRun(Run):
             )
         run._experiment_id = experiment_id
         start = now_ms()
-        first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
-        if parent_id:
-            first_tags[PARENT_RUN_ID_TAG] = parent_id
-        run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
+        if backend.mode == "sqlite" and backend._experiments.get(experiment_id):
+            run_id, created = backend.new_run_id(experiment_id, name, {}, start)  # fast path
+        else:
+            first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
+            if parent_id:
+                first_tags[PARENT_RUN_ID_TAG] = parent_id
+            run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
         run._run_id = run_id
         run._pending = (component, entry_point, calls)
         run._reasons = reasons
@@ -159,6 +161,8 @@ class ComponentRun(Run):
 
     def registry(self) -> Registry:
         """The Registry stored in the run's ``pcs.run_command_registry.yaml`` artifact."""
+        from pcs._yaml import load_yaml
+
         raw = self._backend.read_artifact(self.identifier, self.REGISTRY_ARTIFACT)
         data = load_yaml(raw, source=f"run {self.identifier}:{self.REGISTRY_ARTIFACT}")
         return Registry.from_dict(data)
@@ -205,7 +209,12 @@ class ComponentRun(Run):
                     "you trust whoever wrote this tracking store."
                 )
             return pickle.loads(raw)  # noqa: S301 - the caller passed trust=True
-        envelope = json.loads(raw) if fmt == "json" else load_yaml(raw, source=path)
+        if fmt == "json":
+            envelope = json.loads(raw)
+        else:
+            from pcs._yaml import load_yaml
+
+            envelope = load_yaml(raw, source=path)
         return _canon.decode(envelope["value"])
 
     def _has_return_value(self) -> bool:
@@ -219,7 +228,7 @@ class ComponentRun(Run):
             ).decode()
         else:
             payload = _canon.encode(value)  # an exact snapshot, taken now
-        self._backend.submit(["V", self._run_id, fmt, payload], sync=False)
+        self._end_extra = [fmt, payload]  # travels with the end record: one journal line
 
     # -- replay and portability (implemented in pcs.replay and pcs.portable) --
     def rerun(

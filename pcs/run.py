@@ -10,10 +10,10 @@ the Run without the id: ``run.log_metric("loss", 0.1)``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
+import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -46,11 +46,17 @@ def status_for_exception(exc: BaseException | None) -> str:
         return "FINISHED"
     if isinstance(exc, SystemExit):
         return "FINISHED" if exc.code in (None, 0) else "FAILED"
-    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+    if isinstance(exc, KeyboardInterrupt) or _is_cancelled(exc):
         return "KILLED"
     if isinstance(exc, Exception):
         return "FAILED"
     return "KILLED"
+
+
+def _is_cancelled(exc: BaseException) -> bool:
+    # asyncio is not imported just for this: if it was never imported, nothing was cancelled.
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
 
 class Run:
@@ -63,6 +69,9 @@ class Run:
     block returns, FAILED on an exception and KILLED on an interruption; the
     exception itself always propagates unchanged.
     """
+
+    #: a return value ``[format, payload]`` delivered with the run's end record
+    _end_extra: list[Any] | None = None
 
     DEFAULT_EXPERIMENT_ID: ClassVar[str] = "0"
     PCS_RUN_TAG: ClassVar[str] = "pcs.is_run"
@@ -192,7 +201,12 @@ class Run:
             return
         self._ended_status = status
         self._backend.open_runs.pop(self._run_id, None)
-        self._backend.submit(["E", self._run_id, status, now_ms()])
+        record = ["E", self._run_id, status, now_ms()]
+        pending = self._end_extra
+        if pending is not None:
+            record.append(pending)
+            self._end_extra = None
+        self._backend.submit(record)
 
     def __enter__(self) -> Run:
         return self
