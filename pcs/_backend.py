@@ -191,6 +191,7 @@ class Backend:
                         journal = Journal(default_directory(), self.tracking_uri)
                     writer = Writer(self._make_sink, journal)
                     self._writer = writer
+                    _end_open_runs_at_exit()  # registered after the writer's: runs before it
                     _install_sigterm_handler()
                     _flush_in_multiprocessing_children()
                     if journal is not None:
@@ -790,6 +791,28 @@ class ClientSink:
 
 # -- process lifecycle ----------------------------------------------------------------
 _lifecycle_done: set[str] = set()
+
+
+def _end_open_runs_at_exit() -> None:
+    """At normal exit, no run of this process stays RUNNING."""
+    if "exit" in _lifecycle_done:
+        return
+    _lifecycle_done.add("exit")
+    import atexit
+
+    def end_all() -> None:
+        for backend in list(_backends.values()):
+            for run in list(backend.open_runs.values()):
+                # A run still open at exit was interrupted (a daemon thread, an
+                # unfinished block or call) — except an explicit Run() the program
+                # never ended, which ends FINISHED as MLflow's own runs do.
+                status = "KILLED" if getattr(run, "_interrupted_at_exit", True) else "FINISHED"
+                try:
+                    run.end(status)
+                except Exception as exc:
+                    _log.warning("pcs: could not end run %s at exit: %s", run, exc)
+
+    atexit.register(end_all)
 
 
 def _recover_in_background() -> None:

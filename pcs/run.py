@@ -136,6 +136,7 @@ class Run:
         self._run_id = run_id
         self._backend.submit(["R", run_id, experiment_id, name, start, all_tags, str_params,
                               created])
+        self._interrupted_at_exit = False  # an explicit Run() left open ends FINISHED at exit
         self._backend.open_runs[run_id] = self
 
     # -- identity ---------------------------------------------------------

@@ -116,6 +116,7 @@ class RunBlock:
             params=params,
             parent=_resolve_parent(self._parent),
         )
+        run._interrupted_at_exit = True  # still open at exit: its block never finished
         self._run = run
         self._token = _stack.push(run)
         _events.run_started(run)

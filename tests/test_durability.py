@@ -259,3 +259,27 @@ def test_store_locked_then_back_delivers_once(
     assert len(warnings) == 1
     works = _by_entry(client, "work")
     assert sorted(int(w.data.params["arg.i"]) for w in works) == list(range(200))  # type: ignore[attr-defined]
+
+
+def test_no_run_left_running_at_exit(client: MlflowClient, tmp_path: Path) -> None:
+    done = _run_child(
+        """
+        import threading, time
+        plain = pcs.Run()                      # never ended by the program
+
+        @pcs.tracked
+        def forever():
+            time.sleep(60)
+
+        t = threading.Thread(target=forever, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        print(plain.identifier, flush=True)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    plain_id = done.stdout.strip().splitlines()[-1]
+    assert client.get_run(plain_id).info.status == "FINISHED"
+    (hung,) = _by_entry(client, "forever")
+    assert hung.info.status == "KILLED"  # type: ignore[attr-defined]
