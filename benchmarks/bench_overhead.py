@@ -145,11 +145,14 @@ def main() -> int:
     flood_total = time.perf_counter() - t0
     rss_after = _rss_mb()
 
-    from mlflow.tracking import MlflowClient
+    import sqlite3
 
-    stored = len(
-        MlflowClient().search_runs(["0"], "tags.`pcs.entry_point` = 'bare'", max_results=50000)
-    )
+    with sqlite3.connect(f"{workdir}/mlflow.db") as db:  # search_runs caps at 50,000 results
+        (stored,) = db.execute(
+            "SELECT COUNT(*) FROM runs JOIN tags ON tags.run_uuid = runs.run_uuid "
+            "WHERE tags.key = 'pcs.entry_point' AND tags.value = 'bare' "
+            "AND runs.status = 'FINISHED'"
+        ).fetchone()
     expected = 200 + n + calls + opts.flood
 
     rows = [

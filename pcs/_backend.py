@@ -678,7 +678,7 @@ class SqliteSink:
         if not parallel:
             for item in groups.items():
                 _write_group(item)
-        if len(self._run_artifacts) > 50_000:
+        if len(self._run_artifacts) > 10_000:
             self._run_artifacts.clear()
         return remote
 
@@ -702,7 +702,7 @@ class SqliteSink:
         if local is None and uri not in self._local_dirs:
             path = _local_dir(uri)
             local = self._local_dirs[uri] = str(path) if path is not None else None
-            if len(self._local_dirs) > 50_000:
+            if len(self._local_dirs) > 10_000:
                 self._local_dirs.clear()
         return local
 
@@ -715,7 +715,16 @@ def _write_group(item: tuple[str, list[tuple[str, bytes]]]) -> None:
         path = os.path.join(directory, relative)
         parent = os.path.dirname(path)
         if parent not in made:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.mkdir(parent)  # the usual case: <run>/artifacts under an existing <run>
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                try:  # a new run: create <run>, then <run>/artifacts
+                    os.mkdir(os.path.dirname(parent))
+                    os.mkdir(parent)
+                except OSError:
+                    os.makedirs(parent, exist_ok=True)
             made.add(parent)
         with open(path, "wb") as fh:
             fh.write(data)
