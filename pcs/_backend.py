@@ -878,8 +878,17 @@ def _install_sigterm_handler() -> None:
     _sigterm_installed = True
 
     def on_sigterm(signum: int, frame: Any) -> None:
+        # The handler interrupts the main thread anywhere — maybe while it holds a pcs
+        # lock — so the work runs in another thread, and the signal proceeds after a
+        # bounded wait whatever happens.
         try:
-            end_open_runs("KILLED", timeout=10.0)
+            worker = threading.Thread(
+                target=end_open_runs, args=("KILLED", 5.0), name="pcs-sigterm", daemon=True
+            )
+            worker.start()
+            worker.join(8.0)
+        except Exception as exc:  # e.g. the interpreter is shutting down
+            _log.debug("pcs: SIGTERM handling skipped: %s", exc)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)

@@ -27,7 +27,7 @@ import datetime as _dt
 import decimal
 import enum
 import hashlib
-import importlib
+import inspect
 import io
 import itertools
 import json
@@ -35,6 +35,7 @@ import math
 import os
 import pathlib
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeAlias
@@ -714,10 +715,18 @@ class _Decoder:
             raise _fail(path, f"class path {spec!r} is not 'module:qualname'")
         if not self.resolve:
             return None
+        module = sys.modules.get(module_name)
+        if module is None:
+            # Decoding never imports: a crafted tree could name any module, and importing
+            # runs its code. The program imports the modules of its own value types.
+            raise SpecError(
+                f"Cannot decode {path}: class {spec!r} lives in module {module_name!r}, which "
+                "is not imported. Import it first (pcs never imports code while decoding)."
+            )
         try:
-            obj: Any = importlib.import_module(module_name)
+            obj: Any = module
             for part in qualname.split("."):
-                obj = getattr(obj, part)
+                obj = inspect.getattr_static(obj, part)
         except Exception as exc:
             raise SpecError(
                 f"Cannot decode {path}: class {spec!r} cannot be imported ({exc}). Install or "

@@ -10,6 +10,8 @@ The result is store-neutral; the sinks in :mod:`pcs._backend` write it.
 from __future__ import annotations
 
 import base64
+import functools
+import getpass
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ __all__ = ["Batch", "Materializer", "NewRun"]
 # MLflow's and pcs's tag names (duplicated from their owners to keep this module light)
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
 PCS_RUN_TAG = "pcs.is_run"
 IS_COMPONENT_RUN_TAG = "pcs.is_component_run"
 RUN_COMMAND_ID_TAG = "pcs.run_command_id"
@@ -96,6 +99,8 @@ class Materializer:
         batch.runs[run_id] = NewRun(str(experiment_id), name, int(start_ms))
         if precreated:
             batch.precreated.add(run_id)
+        if USER_TAG not in tags:
+            batch.tags[(run_id, USER_TAG)] = _user()
         for key, value in tags.items():
             batch.tags[(run_id, key)] = _tag_value(value)
         for key, value in params.items():
@@ -204,6 +209,15 @@ def return_value_bytes(tree: Any, fmt: str) -> bytes:
 
 
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+@functools.lru_cache(maxsize=1)
+def _user() -> str:
+    """The login name recorded as ``mlflow.user``, like MLflow's fluent API records it."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
 
 
 def _component_identity(fields: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import threading
 import typing
 import uuid
 import zoneinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -580,8 +581,23 @@ def test_decode_errors_name_the_path() -> None:
 def test_validate_never_imports() -> None:
     tree = ["e", "pcs_module_that_does_not_exist:Thing", "A"]
     validate(tree)
-    with pytest.raises(SpecError, match="cannot be imported"):
+    with pytest.raises(SpecError, match="not imported"):
         decode(tree)
+
+
+def test_decode_never_imports_a_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "pcs_decode_bait.py").write_text(
+        "import enum, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "class Bait(enum.Enum):\n    A = 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpecError, match="Import it first"):
+        decode(["e", "pcs_decode_bait:Bait", "A"])
+    assert not marker.exists()
 
 
 def test_decode_refuses_classes_of_the_wrong_kind() -> None:
