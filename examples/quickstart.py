@@ -52,7 +52,7 @@ class Model:
 async def fetch_all() -> list[str]:
     async with pcs.run("fetch-all"):
         # Reversed sleeps: the coroutines finish in the opposite order they started.
-        return list(await asyncio.gather(*(fetch(i, 0.05 * (3 - i)) for i in range(3))))
+        return list(await asyncio.gather(*(fetch(i, (3 - i) / 20) for i in range(3))))
 
 
 def main() -> str:
@@ -65,6 +65,7 @@ def main() -> str:
         root.log_metric("total_score", sum(scores))
         prediction = Model(weight=0.5).predict("a tracked method call")
         root.log_metric("prediction", prediction)
+    pcs.flush()  # runs are written in the background: wait before reading with MlflowClient
     return root.identifier
 
 
