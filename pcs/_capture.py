@@ -75,8 +75,29 @@ def capture(
 ) -> Captured:
     """Encode the bound ``arguments`` of one call under the argument policy."""
     out = Captured()
+    encoded, params = out.encoded, out.params
     for name, value in arguments.items():
+        kind = type(value)
+        if kind is float or kind is bool or value is None or (
+            kind is int and value.bit_length() < _SHORT_STR
+        ):
+            # The hot path: a plain scalar under an innocuous name.
+            known = _plain_names.get((name, redact, exclude))
+            if known is not None:
+                encoded[name] = _canon.encode(value)
+                params[known] = str(value)
+                continue
+        elif kind is str and len(value) <= _SHORT_STR and "://" not in value:
+            known = _plain_names.get((name, redact, exclude))
+            if known is not None:
+                encoded[name] = _canon.encode(value)
+                params[known] = value
+                continue
         reason = _redaction_reason(name, value, redact, exclude)
+        if reason is None and type(value) is not Secret:
+            if len(_plain_names) > 10_000:
+                _plain_names.clear()
+            _plain_names[(name, redact, exclude)] = param_key(name)
         if reason is not None:
             out.encoded[name] = _canon.redacted_node(reason)
             if name not in exclude:
@@ -119,6 +140,10 @@ def capture(
         if len(text) <= MAX_PARAM_VALUE_LENGTH:
             out.params[param_key(name)] = text
     return out
+
+
+#: (argument name, redact, exclude) -> its param key, for names that are never redacted
+_plain_names: dict[tuple[str, Collection[str], Collection[str]], str] = {}
 
 
 def _redaction_reason(

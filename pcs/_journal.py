@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,29 @@ SUFFIX = ".jsonl"
 DONE_SUFFIX = ".done"
 HEADER = "pcs-journal/1"
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_line: Callable[[Any], bytes] | None = None
+
+
+def _encoder() -> Callable[[Any], bytes]:
+    """Record -> one JSON line (bytes): orjson (~10x faster), the standard library as fallback."""
+    global _encode_line
+    if _encode_line is None:
+        fast: Callable[[Any], bytes] | None
+        try:
+            from orjson import dumps as fast
+        except ImportError:  # pragma: no cover - orjson is a dependency
+            fast = None
+
+        def encode(record: Any) -> bytes:
+            if fast is not None:
+                try:
+                    return fast(record)
+                except TypeError:  # e.g. an int beyond 64 bits
+                    pass
+            return _ENCODER.encode(record).encode()
+
+        _encode_line = encode
+    return _encode_line
 
 
 def default_directory() -> Path:
@@ -136,8 +159,8 @@ class Journal:
         buffer = self._buffer
         if not buffer:
             return
-        encode = _ENCODER.encode
-        data = ("\n".join([encode(r) for r in buffer]) + "\n").encode()
+        encode = _encoder()
+        data = b"\n".join([encode(r) for r in buffer]) + b"\n"
         self._put(data)
         buffer.clear()
 

@@ -102,6 +102,7 @@ class Writer:
         self._failing_since: float | None = None
         self._spilled = 0  # the newest records, kept only in the journal while the store is down
         self._flushing = 0  # threads waiting in flush(): deliver at once, do not linger
+        self._idle = False  # the writer sleeps on an empty queue
         self._warned = False
         self._closed = False
         self._known_components: set[str] = set()
@@ -150,8 +151,8 @@ class Writer:
             self._enqueued += len(records)
             if self._thread is None:
                 self._start()
-            elif was_empty:
-                cond.notify_all()
+            elif was_empty and self._idle:
+                cond.notify_all()  # wake the writer only when it sleeps on an empty queue
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record submitted so far is delivered; False on timeout."""
@@ -197,7 +198,9 @@ class Writer:
                         continue
                     if self._closed:
                         return
+                    self._idle = True
                     cond.wait(1.0)
+                    self._idle = False
                 if len(self._queue) < self._batch and not self._flushing:
                     # Linger a moment: larger batches, fewer transactions, less GIL churn.
                     cond.wait(LINGER)

@@ -11,6 +11,7 @@ the Run without the id: ``run.log_metric("loss", 0.1)``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -517,14 +518,16 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
-def _metric_value(key: Any, value: Any, run_id: str) -> float:
+def _metric_value(key: Any, value: Any, run_id: str) -> float | str:
+    """A metric value for the journal: a float, or "nan"/"inf"/"-inf" (JSON has none)."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise UsageError(
             f"Metric {key!r} of run {run_id} must be a number, got {type(value).__name__} "
             f"{value!r}."
         ) from None
+    return number if math.isfinite(number) else repr(number)
 
 
 def handle(run_id: str, tracking_uri: str | None = None) -> Run:

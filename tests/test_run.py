@@ -319,3 +319,17 @@ def _blocked(tmp_path: Path) -> Path:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     return blocker / "store"
+
+
+def test_non_finite_metrics_are_stored_like_mlflow(client: MlflowClient) -> None:
+    import math
+
+    run = Run()
+    run.log_metric("nan", float("nan"))
+    run.log_metrics({"inf": float("inf"), "ninf": float("-inf")})
+    metrics = client.get_run(run.identifier).data.metrics
+    assert math.isnan(metrics["nan"])
+    assert metrics["inf"] > 1e300
+    assert metrics["ninf"] < -1e300
+    with pytest.raises(pcs.UsageError, match="must be a number"):
+        run.log_metric("bad", "abc")  # type: ignore[arg-type]
