@@ -52,7 +52,7 @@ def is_secret_name(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
-@dataclass
+@dataclass(slots=True)
 class Captured:
     """The captured arguments of one call."""
 

@@ -188,7 +188,7 @@ class _Options:
     strict: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     """A call's captured arguments and RunCommand, before its run exists."""
 
