@@ -188,18 +188,24 @@ class ComponentRun(Run):
             return self._return_value
         return self.load_return_value()
 
-    def load_return_value(self, trust: bool = False) -> Any:
-        """Read the logged return value back. Pickles load only with ``trust=True``."""
+    def return_value_artifact(self) -> tuple[str, str] | None:
+        """(format, artifact path) of the logged return value, or None if none was logged."""
         names = {info.path for info in self.list_artifacts()}
         for fmt in RETURN_FORMATS:
             path = f"{self.RETURN_VALUE_ARTIFACT}.{fmt}"
             if path in names:
-                break
-        else:
+                return fmt, path
+        return None
+
+    def load_return_value(self, trust: bool = False) -> Any:
+        """Read the logged return value back. Pickles load only with ``trust=True``."""
+        found = self.return_value_artifact()
+        if found is None:
             raise PcsError(
                 f"Run {self.identifier} has no logged return value; it was tracked with "
                 "log_return_value=False, or the call did not return."
             )
+        fmt, path = found
         raw = self._backend.read_artifact(self.identifier, path)
         if fmt == "pickle":
             if not trust:

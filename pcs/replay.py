@@ -50,7 +50,7 @@ from pcs import _canon, _stack, tracking
 from pcs._backend import Backend, get_backend
 from pcs._yaml import load_yaml
 from pcs.component import Component, clear_git_cache
-from pcs.component_run import RETURN_FORMATS, ComponentRun
+from pcs.component_run import ComponentRun
 from pcs.exceptions import (
     CodeDriftError,
     PcsError,
@@ -1089,14 +1089,11 @@ def _observe(run: ComponentRun) -> _Observed:
     command = run.run_command
     status = str(record.info.status)
     error_type = record.data.tags.get(ERROR_TYPE_TAG)
-    names = {info.path for info in run.list_artifacts()}
-    for fmt in RETURN_FORMATS:
-        path = f"{ComponentRun.RETURN_VALUE_ARTIFACT}.{fmt}"
-        if path in names:
-            break
-    else:
+    found = run.return_value_artifact()
+    if found is None:
         return _Observed(command, status, error_type, "none", None,
                          f"run {run.identifier} has no logged return value")
+    fmt, path = found
     raw = run._backend.read_artifact(run.identifier, path)
     if fmt == "pickle":
         return _Observed(command, status, error_type, "pickle", raw, "")

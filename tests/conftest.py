@@ -7,8 +7,6 @@ its default experiment is pointed at the test's own artifact folder.
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,15 +29,9 @@ def tracking_uri(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_store: Path
 ) -> Iterator[str]:
     """A fresh SQLite store for this test, set as MLFLOW_TRACKING_URI, cwd = tmp_path."""
-    db = tmp_path / "mlflow.db"
-    shutil.copyfile(template_store, db)
-    with sqlite3.connect(db) as con:
-        con.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            ((tmp_path / "mlruns" / "0").as_uri(),),
-        )
-    con.close()
-    uri = f"sqlite:///{db}"
+    from replay_support import make_store
+
+    uri = make_store(template_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     _backend.reset_backends()
