@@ -333,3 +333,10 @@ def test_non_finite_metrics_are_stored_like_mlflow(client: MlflowClient) -> None
     assert metrics["ninf"] < -1e300
     with pytest.raises(pcs.UsageError, match="must be a number"):
         run.log_metric("bad", "abc")  # type: ignore[arg-type]
+
+
+def test_unknown_experiment_is_a_clear_error(tracking_uri: str) -> None:
+    with pytest.raises(pcs.StoreError) as err:
+        Run(experiment_id="987654")
+    assert "987654" in str(err.value)
+    assert "create_experiment" in str(err.value)
