@@ -155,6 +155,7 @@ def test_sigterm_marks_open_runs_killed(client: MlflowClient, tmp_path: Path) ->
     assert len(_by_entry(client, "step")) == 1
 
 
+@pytest.mark.timeout(600)  # 16 interpreters importing MLflow on a small CI machine
 def test_16_processes_into_one_sqlite_file(client: MlflowClient, tmp_path: Path) -> None:
     code = PRELUDE + textwrap.dedent(
         """
