@@ -321,26 +321,6 @@ class Backend:
         """End a run with ``status`` (FINISHED, FAILED or KILLED)."""
         self.client.set_terminated(run_id, status=status, end_time=end_time or now_ms())
 
-    def log_batch(
-        self,
-        run_id: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        tags: Mapping[str, str] | None = None,
-        metrics: Mapping[str, float] | None = None,
-        step: int = 0,
-    ) -> None:
-        """Log params, tags and metrics of one run in one call."""
-        from mlflow.entities import Metric, Param, RunTag
-
-        ts = now_ms()
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), ts, step) for k, v in (metrics or {}).items()],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
-
     def call(self, method: str, run_id: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``MlflowClient.<method>(run_id, *args, **kwargs)`` after a flush."""
         self.flush()

@@ -43,7 +43,6 @@ _SECRET_NAME = re.compile(
 _URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+@")
 _PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 _SCALARS = (str, int, float, bool, type(None))
-_SMALL_SCALARS = frozenset({float, bool, type(None)})
 _SHORT_STR = 4096  # at most 6 bytes per character once encoded: far below MAX_INLINE_BYTES
 
 
@@ -78,20 +77,20 @@ def capture(
     encoded, params = out.encoded, out.params
     for name, value in arguments.items():
         kind = type(value)
-        if kind is float or kind is bool or value is None or (
-            kind is int and value.bit_length() < _SHORT_STR
-        ):
-            # The hot path: a plain scalar under an innocuous name.
+        # A scalar is always exactly encodable and small (its text fits an MLflow param).
+        scalar = (
+            kind is float
+            or kind is bool
+            or value is None
+            or (kind is str and len(value) <= _SHORT_STR)
+            or (kind is int and value.bit_length() < _SHORT_STR)
+        )
+        if scalar and (kind is not str or "://" not in value):
+            # The hot path: a plain scalar under a name known to be innocuous.
             known = _plain_names.get((name, redact, exclude))
             if known is not None:
                 encoded[name] = _canon.encode(value)
                 params[known] = str(value)
-                continue
-        elif kind is str and len(value) <= _SHORT_STR and "://" not in value:
-            known = _plain_names.get((name, redact, exclude))
-            if known is not None:
-                encoded[name] = _canon.encode(value)
-                params[known] = value
                 continue
         reason = _redaction_reason(name, value, redact, exclude)
         if reason is None and type(value) is not Secret:
@@ -107,17 +106,9 @@ def capture(
                 f"(rerun(overrides={{{name!r}: ...}}))"
             )
             continue
-        kind = type(value)
-        if (
-            kind in _SMALL_SCALARS
-            or (kind is str and len(value) <= _SHORT_STR)
-            or (kind is int and value.bit_length() < _SHORT_STR)
-        ):
-            # Fast path: a scalar is always exactly encodable and small.
-            out.encoded[name] = _canon.encode(value)
-            text = str(value)
-            if len(text) <= MAX_PARAM_VALUE_LENGTH:
-                out.params[param_key(name)] = text
+        if scalar:
+            encoded[name] = _canon.encode(value)
+            params[param_key(name)] = str(value)
             continue
         try:
             tree = _canon.encode(value, strict=strict, root=name)

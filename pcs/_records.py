@@ -62,14 +62,6 @@ class Batch:
     #: runs the caller already created through the client (client fallback only)
     precreated: set[str] = field(default_factory=set)
 
-    def run_ids(self) -> set[str]:
-        ids = set(self.runs) | set(self.ends) | {r for r, _ in self.tags} | {
-            r for r, _ in self.params
-        }
-        ids.update(m[0] for m in self.metrics)
-        ids.update(a[0] for a in self.artifacts)
-        return ids
-
 
 class Materializer:
     """Stateful across batches: remembers components ("K" records) by key."""
@@ -87,7 +79,7 @@ class Materializer:
 
     # -- records -------------------------------------------------------------
     def _on_K(self, batch: Batch, key: str, fields: dict[str, Any]) -> None:
-        identifier = _canon.digest(_component_identity(fields))
+        identifier = _canon.digest(fields)  # Component.identifier: fields carry no spec_hash
         spec_fields = {**fields, "spec_hash": _canon.spec_hash(identifier, fields)}
         # Serialized once: every call's registry artifact embeds the same text.
         components_json = _json({identifier: spec_fields})
@@ -165,7 +157,8 @@ class Materializer:
     def _on_A(self, batch: Batch, run_id: str, path: str, data: str) -> None:
         batch.artifacts.append((run_id, path, base64.b64decode(data)))
 
-    def _on_V(self, batch: Batch, run_id: str, fmt: str, payload: Any) -> None:
+    @staticmethod
+    def _add_return_value(batch: Batch, run_id: str, fmt: str, payload: Any) -> None:
         if fmt == "pickle":
             data = base64.b64decode(payload)
         else:
@@ -179,7 +172,7 @@ class Materializer:
     def _on_E(self, batch: Batch, run_id: str, status: str, end_ms: int,
               returned: list[Any] | None = None) -> None:
         if returned is not None:
-            self._on_V(batch, run_id, returned[0], returned[1])
+            self._add_return_value(batch, run_id, returned[0], returned[1])
         new = batch.runs.get(run_id)
         if new is not None:
             new.status, new.end_ms = status, int(end_ms)
@@ -218,10 +211,6 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
-
-
-def _component_identity(fields: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if k != "spec_hash"}
 
 
 def _tag_value(value: Any) -> str:

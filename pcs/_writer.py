@@ -25,12 +25,11 @@ calls, reasons, params, extra_tags]``
     tags, params and metrics.
 ``["A", run_id, path, base64]``
     an artifact file.
-``["V", run_id, format, payload]``
-    a return value (``payload``: a tree, or base64 of a pickle).
 ``["X", run_id, error_type, traceback_text]``
     an error.
 ``["E", run_id, status, end_ms]`` / ``["E", run_id, status, end_ms, [format, payload]]``
-    the run ends (a tracked call's return value travels with it).
+    the run ends; a tracked call's return value travels with it (``payload``: a
+    tree, or base64 of a pickle).
 """
 
 from __future__ import annotations

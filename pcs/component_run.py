@@ -118,13 +118,10 @@ class ComponentRun(Run):
             )
         run._experiment_id = experiment_id
         start = now_ms()
-        if backend.mode == "sqlite" and backend._experiments.get(experiment_id):
-            run_id, created = backend.new_run_id(experiment_id, name, {}, start)  # fast path
-        else:
-            first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
-            if parent_id:
-                first_tags[PARENT_RUN_ID_TAG] = parent_id
-            run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
+        first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
+        if parent_id:
+            first_tags[PARENT_RUN_ID_TAG] = parent_id
+        run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
         run._run_id = run_id
         run._pending = (component, entry_point, calls)
         run._reasons = reasons

@@ -125,7 +125,7 @@ class Run:
         if self._parent_id:
             all_tags[_backend.PARENT_RUN_ID_TAG] = self._parent_id
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
-        str_params = {str(k): _param_text(v) for k, v in (params or {}).items()}
+        str_params = {str(k): str(v) for k, v in (params or {}).items()}
         for key, value in all_tags.items():
             _check_key_value("tag", key, value, _backend.MAX_TAG_VALUE_LENGTH)
         for key, value in str_params.items():
@@ -297,7 +297,7 @@ class Run:
         self.set_tags({key: value})
 
     def _checked_params(self, params: Mapping[str, Any]) -> dict[str, str]:
-        out = {str(k): _param_text(v) for k, v in params.items()}
+        out = {str(k): str(v) for k, v in params.items()}
         for key, value in out.items():
             _check_key_value("param", key, value, _backend.MAX_PARAM_VALUE_LENGTH, self._run_id)
         return out
@@ -512,10 +512,6 @@ def _check_key_value(
             f"The {kind} {key!r}{where} is {len(value)} characters long; MLflow stores at most "
             f"{max_value}. Log long values as an artifact (log_text / log_dict) instead."
         )
-
-
-def _param_text(value: Any) -> str:
-    return str(value)
 
 
 def _metric_value(key: Any, value: Any, run_id: str) -> float | str:
