@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
 
 from pcs._journal import Journal, default_directory
-from pcs._records import PARENT_RUN_ID_TAG, RUN_NAME_TAG, Batch, Materializer
+from pcs._records import (
+    MAX_PARAM_KEY_LENGTH,
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    PARENT_RUN_ID_TAG,
+    RUN_NAME_TAG,
+    Batch,
+    Materializer,
+)
 from pcs._writer import Sink, Writer
 from pcs.exceptions import RunNotFoundError, StoreError
 
@@ -35,6 +43,9 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = [
+    "MAX_PARAM_KEY_LENGTH",
+    "MAX_PARAM_VALUE_LENGTH",
+    "MAX_TAG_VALUE_LENGTH",
     "PARENT_RUN_ID_TAG",
     "RUN_NAME_TAG",
     "Backend",
@@ -49,16 +60,28 @@ __all__ = [
 
 _log = logging.getLogger("pcs")
 
-#: MLflow's own limits that pcs relies on.
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_PARAM_KEY_LENGTH = 250
-MAX_TAG_VALUE_LENGTH = 8000
 
 _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
 
 
-_uri_cache: tuple[tuple[Any, ...], str] | None = None
+#: This process's id, kept current across fork (cheaper than os.getpid() per call).
+process_id = os.getpid()
+
+_URI_ENV = "MLFLOW_TRACKING_URI"
+_TRACKING_UTILS = "mlflow.tracking._tracking_service.utils"
+# os.environ's own mapping (bytes on POSIX): reading it skips two encode calls per lookup.
+_environ_data: Any = getattr(os.environ, "_data", None)
+_uri_env_key: Any = None
+if isinstance(_environ_data, dict):
+    try:
+        _uri_env_key = os.environ.encodekey(_URI_ENV)
+    except Exception:  # pragma: no cover - not CPython's os.environ
+        _environ_data = None
+else:  # pragma: no cover
+    _environ_data = None
+#: (environment value, mlflow.set_tracking_uri value, cwd or None) -> resolved URI
+_uri_cache: tuple[Any, Any, str | None, str] = (None, None, None, "")
 
 
 def current_tracking_uri() -> str:
@@ -69,17 +92,25 @@ def current_tracking_uri() -> str:
     the working directory; it is cached until one of them changes.
     """
     global _uri_cache
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
-    explicit = getattr(utils, "_tracking_uri", None)
-    key: tuple[Any, ...] = (env, explicit) if env or explicit else (env, None, os.getcwd())
+    if _environ_data is not None:
+        env = _environ_data.get(_uri_env_key)
+    else:  # pragma: no cover
+        env = os.environ.get(_URI_ENV)
+    utils = sys.modules.get(_TRACKING_UTILS)
+    explicit = None if utils is None else getattr(utils, "_tracking_uri", None)
     cached = _uri_cache
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    if env or explicit:
+        if cached[0] == env and cached[1] == explicit and cached[2] is None and cached[3]:
+            return cached[3]
+        cwd = None
+    else:
+        cwd = os.getcwd()
+        if not cached[0] and not cached[1] and cached[2] == cwd:
+            return cached[3]
     import mlflow
 
     uri = str(mlflow.get_tracking_uri())
-    _uri_cache = (key, uri)
+    _uri_cache = (env, explicit, cwd, uri)
     return uri
 
 
@@ -107,6 +138,8 @@ _ids = random.Random()  # noqa: S311 - unique ids, not secrets
 
 
 def _after_fork_in_child() -> None:
+    global process_id
+    process_id = os.getpid()
     _ids.seed()  # never repeat the parent's id sequence
     # Database connections, client state, queued records and open runs belong to
     # the parent process: every backend starts afresh in the child.
@@ -136,6 +169,7 @@ class Backend:
         self._client_lock = threading.RLock()
         self._writer: Writer | None = None
         self._mode: str | None = None
+        self._local_ids: bool | None = None
         self._experiments: dict[str, bool] = {}
         #: runs started by this process and not yet ended: run id -> Run
         self.open_runs: dict[str, Any] = {}
@@ -230,12 +264,24 @@ class Backend:
         On the SQLite fast path the id is made here and the run is written
         later by the writer; otherwise the MLflow client creates the run now.
         """
-        if self.mode == "sqlite":
-            if not self._experiments.get(experiment_id):
-                self.check_experiment(experiment_id)
-            return f"{_ids.getrandbits(128):032x}", False
+        if self.local_ids:
+            return self.local_run_id(experiment_id), False
         created = self.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
         return created.info.run_id, True
+
+    @property
+    def local_ids(self) -> bool:
+        """True when pcs makes run ids itself (the SQLite fast path), else MLflow does."""
+        local = self._local_ids
+        if local is None:
+            local = self._local_ids = self.mode == "sqlite"
+        return local
+
+    def local_run_id(self, experiment_id: str) -> str:
+        """A new run id made here (only when :attr:`local_ids`): 128 random bits in hex."""
+        if not self._experiments.get(experiment_id):
+            self.check_experiment(experiment_id)
+        return f"{_ids.getrandbits(128):032x}"
 
     def check_experiment(self, experiment_id: str) -> None:
         """Raise :class:`StoreError` unless ``experiment_id`` is an active experiment."""

@@ -60,11 +60,13 @@ __all__ = [
     "find_artifact_refs",
     "find_placeholders",
     "find_redacted",
+    "is_deferrable",
     "join_spec",
     "plain_copy",
     "redacted_node",
     "spec_hash",
     "split_spec",
+    "trees",
     "validate",
 ]
 
@@ -661,6 +663,38 @@ def encode(value: Any, *, strict: bool = False, root: str = "value") -> Tree:
     if scalar is not None:
         return scalar(value)
     return _Encoder(strict, root).enc(value)
+
+
+# ------------------------------------------------------------------ deferred scalars
+#: ints within this bound are exact in every JSON reader pcs uses (orjson: 64 bits)
+_DEFERRABLE_INT: Final = 2**62
+
+
+def is_deferrable(value: Any) -> bool:
+    """True for a scalar that JSON holds exactly, so it may be encoded later.
+
+    A tracked call's hot path puts such values into its records as they are
+    (``3``, ``0.5``, ``"x"``, ``True``, ``None``) instead of as trees; whoever
+    reads the records turns them into trees with :func:`trees` — the result is
+    identical to encoding them at once. Finite floats, ints within 62 bits and
+    ASCII strings qualify: a JSON round trip keeps them exactly, type included.
+    """
+    kind = type(value)
+    if kind is float:
+        return bool(value - value == 0.0)  # False for nan and the infinities
+    if kind is int:
+        return bool(-_DEFERRABLE_INT < value < _DEFERRABLE_INT)
+    if kind is str:
+        return bool(value.isascii())
+    return kind is bool or value is None
+
+
+def trees(arguments: Mapping[str, Any]) -> dict[str, Tree]:
+    """``arguments`` with every deferred scalar (a non-list value) encoded as its tree."""
+    return {
+        name: value if type(value) is list else encode(value)
+        for name, value in arguments.items()
+    }
 
 
 # --------------------------------------------------------------------------- decoding

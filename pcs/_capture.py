@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon
-from pcs._backend import MAX_PARAM_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH
+from pcs._records import MAX_PARAM_VALUE_LENGTH, param_key
 from pcs.secret import Secret
 
 __all__ = ["MAX_INLINE_BYTES", "Captured", "capture", "is_secret_name", "param_key"]
@@ -41,7 +41,6 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+@")
-_PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 _SCALARS = (str, int, float, bool, type(None))
 _SHORT_STR = 4096  # at most 6 bytes per character once encoded: far below MAX_INLINE_BYTES
 
@@ -55,7 +54,9 @@ def is_secret_name(name: str) -> bool:
 class Captured:
     """The captured arguments of one call."""
 
-    #: name -> encoded tree (redacted, placeholder and artifact nodes included)
+    #: name -> encoded tree (redacted, placeholder and artifact nodes included), or a
+    #: deferred scalar as it is (see :func:`pcs._canon.is_deferrable`); its param
+    #: ``arg.<name>`` is then derived by the writer, not listed in ``params``
     encoded: dict[str, Any] = field(default_factory=dict)
     #: MLflow params ``arg.<name>`` -> display text
     params: dict[str, str] = field(default_factory=dict)
@@ -89,8 +90,11 @@ def capture(
             # The hot path: a plain scalar under a name known to be innocuous.
             known = _plain_names.get((name, redact, exclude))
             if known is not None:
-                encoded[name] = _canon.encode(value)
-                params[known] = str(value)
+                if _canon.is_deferrable(value):
+                    encoded[name] = value  # encoded by the writer (see _canon.trees)
+                else:
+                    encoded[name] = _canon.encode(value)
+                    params[known] = str(value)
                 continue
         reason = _redaction_reason(name, value, redact, exclude)
         if reason is None and type(value) is not Secret:
@@ -168,17 +172,6 @@ def _display(value: Any, problems: list[str]) -> str:
     except Exception:
         return f"<{type(value).__qualname__}>"
     return text
-
-
-@functools.lru_cache(maxsize=4096)
-def param_key(name: str) -> str:
-    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
-    safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
-    safe = safe.replace("..", "._x2e_")
-    key = f"arg.{safe}"
-    if len(key) > MAX_PARAM_KEY_LENGTH:
-        key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
-    return key
 
 
 class _Unencodable:

@@ -23,18 +23,22 @@ Observer = Callable[[str, "Run", "str | None", "BaseException | None"], Any]
 
 _lock = threading.Lock()
 _observers: tuple[Observer, ...] = ()
+#: True while anyone observes: the hot path checks this before calling in
+observed = False
 
 
 def subscribe(observer: Observer) -> None:
-    global _observers
+    global _observers, observed
     with _lock:
         _observers = (*_observers, observer)
+        observed = True
 
 
 def unsubscribe(observer: Observer) -> None:
-    global _observers
+    global _observers, observed
     with _lock:
         _observers = tuple(o for o in _observers if o is not observer)
+        observed = bool(_observers)
 
 
 def _emit(event: str, run: Run, status: str | None, exc: BaseException | None) -> None:

@@ -18,6 +18,7 @@ host + pid + start time); only then is it recovered.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import mmap
@@ -64,6 +65,16 @@ def _encoder() -> Callable[[Any], bytes]:
 
         _encode_line = encode
     return _encode_line
+
+
+try:
+    import orjson as _orjson
+
+    _dumps_line: Callable[[Any], bytes] | None = functools.partial(
+        _orjson.dumps, option=_orjson.OPT_APPEND_NEWLINE
+    )
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _dumps_line = None
 
 
 def default_directory() -> Path:
@@ -159,8 +170,11 @@ class Journal:
         buffer = self._buffer
         if not buffer:
             return
-        encode = _encoder()
-        data = b"\n".join([encode(r) for r in buffer]) + b"\n"
+        try:
+            data = b"".join([_dumps_line(r) for r in buffer])  # type: ignore[misc]
+        except TypeError:  # orjson is missing, or refuses a value (an int beyond 64 bits)
+            encode = _encoder()
+            data = b"\n".join([encode(r) for r in buffer]) + b"\n"
         self._put(data)
         buffer.clear()
 

@@ -13,13 +13,14 @@ import base64
 import functools
 import getpass
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon
 from pcs.argument_set import ArgumentSet
 
-__all__ = ["Batch", "Materializer", "NewRun"]
+__all__ = ["Batch", "Materializer", "NewRun", "param_key"]
 
 # MLflow's and pcs's tag names (duplicated from their owners to keep this module light)
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
@@ -35,7 +36,11 @@ ERROR_TYPE_TAG = "pcs.error.type"
 REGISTRY_ARTIFACT = "pcs.run_command_registry.yaml"
 RETURN_VALUE_ARTIFACT = "pcs.return_value"
 TRACEBACK_ARTIFACT = "pcs.traceback.txt"
-MAX_TAG_VALUE = 8000
+#: MLflow's own limits that pcs relies on.
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_PARAM_KEY_LENGTH = 250
+MAX_TAG_VALUE_LENGTH = 8000
+_PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 @dataclass
@@ -103,6 +108,15 @@ class Materializer:
               reasons: list[str], params: dict[str, str], extra_tags: dict[str, str] | None,
               precreated: bool = False) -> None:
         component_id, component_name, components_json = self._components[key]
+        # The hot path leaves plain scalars unencoded (see _canon.is_deferrable): the
+        # call's own ones become trees and params "arg.<name>" here.
+        own = calls.get(entry_point)
+        if own is not None and any(type(v) is not list for v in own.values()):
+            params = dict(params)
+            for arg, value in own.items():
+                if type(value) is not list:
+                    params[param_key(arg)] = str(value)
+        calls = {entry: _canon.trees(arguments) for entry, arguments in calls.items()}
         arguments = {component_name: calls}
         argument_set_id = ArgumentSet.from_encoded(arguments).identifier
         argument_set_fields = {"type": "ArgumentSet", "format": _canon.FORMAT,
@@ -162,7 +176,8 @@ class Materializer:
         if fmt == "pickle":
             data = base64.b64decode(payload)
         else:
-            data = return_value_bytes(payload, fmt)
+            tree = payload if type(payload) is list else _canon.encode(payload)  # deferred
+            data = return_value_bytes(tree, fmt)
         batch.artifacts.append((run_id, f"{RETURN_VALUE_ARTIFACT}.{fmt}", data))
 
     def _on_X(self, batch: Batch, run_id: str, error_type: str, text: str) -> None:
@@ -215,6 +230,17 @@ def _user() -> str:
 
 def _tag_value(value: Any) -> str:
     text = str(value)
-    if len(text) > MAX_TAG_VALUE:
-        return text[: MAX_TAG_VALUE - 3] + "..."
+    if len(text) > MAX_TAG_VALUE_LENGTH:
+        return text[: MAX_TAG_VALUE_LENGTH - 3] + "..."
     return text
+
+
+@functools.lru_cache(maxsize=4096)
+def param_key(name: str) -> str:
+    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
+    safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
+    safe = safe.replace("..", "._x2e_")
+    key = f"arg.{safe}"
+    if len(key) > MAX_PARAM_KEY_LENGTH:
+        key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
+    return key

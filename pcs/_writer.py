@@ -93,7 +93,8 @@ class Writer:
         self._max_pending = max_pending
         self._batch = batch
         self._queue: deque[list[Any]] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._enqueued = 0  # records accepted so far
         self._delivered = 0  # records delivered so far
         self._thread: threading.Thread | None = None
@@ -120,21 +121,14 @@ class Writer:
         next synced submit (or the next delivery): use it only for records that
         are not acknowledged to the user yet (the start of a tracked call).
         """
-        cond = self._cond
-        with cond:
+        with self._lock:  # the Condition's own lock: cheaper to take than the Condition
             if component is not None and component[0] not in self._known_components:
                 # A component's "K" record precedes its first call, in every thread.
                 self._known_components.add(component[0])
                 records = (["K", component[0], component[1]()], *records)
-            spill = False
-            while self._spilled or len(self._queue) >= self._max_pending:
-                if self._spilled or (self._failing_since is not None and self.journal):
-                    # The store is down: memory stays bounded, the journal keeps the rest.
-                    spill = True
-                    break
-                if not self._thread_alive():
-                    break
-                cond.wait(0.5)
+            queue = self._queue
+            spill = self._wait_for_room() if self._spilled or len(queue) >= self._max_pending \
+                else False
             journal = self.journal
             if journal is not None:
                 try:
@@ -142,16 +136,27 @@ class Writer:
                 except OSError as exc:
                     self._disable_journal(exc)
                     spill = False
-            was_empty = not self._queue
+            was_empty = not queue
             if spill:
                 self._spilled += len(records)
             else:
-                self._queue.extend(records)
+                queue.extend(records)
             self._enqueued += len(records)
             if self._thread is None:
                 self._start()
             elif was_empty and self._idle:
-                cond.notify_all()  # wake the writer only when it sleeps on an empty queue
+                self._cond.notify_all()  # wake the writer only when it sleeps on an empty queue
+
+    def _wait_for_room(self) -> bool:
+        """Backpressure (the lock is held): wait for room; True to spill to the journal."""
+        while self._spilled or len(self._queue) >= self._max_pending:
+            if self._spilled or (self._failing_since is not None and self.journal):
+                # The store is down: memory stays bounded, the journal keeps the rest.
+                return True
+            if not self._thread_alive():
+                return False
+            self._cond.wait(0.5)
+        return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record submitted so far is delivered; False on timeout."""
@@ -315,7 +320,8 @@ class Writer:
 
     def after_fork_in_child(self) -> None:
         """The child must not deliver (or journal) the parent's records."""
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue = deque()
         self._enqueued = self._delivered = self._spilled = 0
         self._thread = None

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import pickle
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _canon
-from pcs._backend import Backend, get_backend, now_ms
+from pcs import _backend, _canon
+from pcs._backend import Backend, get_backend
+from pcs._canon import is_deferrable
 from pcs._records import PARENT_RUN_ID_TAG
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
@@ -34,6 +35,20 @@ __all__ = ["RETURN_FORMATS", "ComponentRun"]
 
 RETURN_FORMATS = ("json", "yaml", "pickle")
 _NOT_RECORDED = object()
+
+
+def return_payload(value: Any, fmt: str) -> list[Any]:
+    """``[format, payload]`` of a return value for the end record: an exact snapshot, now.
+
+    The payload is the value's tree, a deferred scalar (see
+    :func:`pcs._canon.is_deferrable`), or base64 of a pickle.
+    """
+    if fmt == "pickle":
+        return [fmt, base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+                .decode()]
+    if is_deferrable(value):
+        return [fmt, value]
+    return [fmt, _canon.encode(value)]
 
 
 class ComponentRun(Run):
@@ -104,38 +119,64 @@ class ComponentRun(Run):
         extra_tags: dict[str, str] | None,
         experiment_id: str | None = None,
     ) -> ComponentRun:
-        """Record the start of a tracked call: journal it and queue it for the writer."""
+        """Record the start of a tracked call: journal it and queue it for the writer.
+
+        This is the hot path of every tracked call: no I/O, no MLflow call.
+        """
         run = cls.__new__(cls)
         run._backend = backend
         run._ended_status = None
-        run._owner_pid = os.getpid()
+        run._owner_pid = _backend.process_id
         run._name = name
-        parent_id = parent.identifier if parent is not None else None
+        if parent is not None:
+            parent_id: str | None = parent._run_id
+            if experiment_id is None:
+                experiment_id = parent.experiment_id
+        else:
+            parent_id = None
+            if experiment_id is None:
+                experiment_id = cls.DEFAULT_EXPERIMENT_ID
         run._parent_id = parent_id
-        if experiment_id is None:
-            experiment_id = (
-                parent.experiment_id if parent is not None else cls.DEFAULT_EXPERIMENT_ID
-            )
         run._experiment_id = experiment_id
-        start = now_ms()
-        first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
-        if parent_id:
-            first_tags[PARENT_RUN_ID_TAG] = parent_id
-        run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
+        start = time.time_ns() // 1_000_000
+        if backend.local_ids:
+            run_id, created = backend.local_run_id(experiment_id), False
+        else:
+            first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
+            if parent_id:
+                first_tags[PARENT_RUN_ID_TAG] = parent_id
+            run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
         run._run_id = run_id
         run._pending = (component, entry_point, calls)
         run._reasons = reasons
         key = component.identifier
-        records: list[list[Any]] = []
-        records.append(["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
-                        calls, reasons, params, extra_tags, created])
-        for digest, blob in blobs.items():
-            records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
-                            base64.b64encode(blob).decode()])
-        # acknowledged (synced) when the call ends
-        backend.submit(*records, sync=False, component=(key, component._fields))
+        record = ["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
+                  calls, reasons, params, extra_tags, created]
+        if blobs:
+            records = [record]
+            for digest, blob in blobs.items():
+                records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
+                                base64.b64encode(blob).decode()])
+            backend.submit(*records, sync=False, component=(key, component._fields))
+        else:
+            # acknowledged (synced) when the call ends
+            backend.submit(record, sync=False, component=(key, component._fields))
         backend.open_runs[run_id] = run
         return run
+
+    def _finish(self, status: str, returned: list[Any] | None) -> None:
+        """End a tracked call's run (the hot path of :meth:`Run.end`, arguments trusted)."""
+        if self._ended_status is not None:
+            return
+        if _backend.process_id != self._owner_pid:
+            return  # a forked child inherited this run: not ours to end
+        self._ended_status = status
+        backend = self._backend
+        backend.open_runs.pop(self._run_id, None)
+        if returned is None:
+            backend.submit(["E", self._run_id, status, time.time_ns() // 1_000_000])
+        else:
+            backend.submit(["E", self._run_id, status, time.time_ns() // 1_000_000, returned])
 
     # -- what was recorded ---------------------------------------------------
     @property
@@ -143,7 +184,9 @@ class ComponentRun(Run):
         """The RunCommand of this call (read from the run's registry artifact if needed)."""
         if self._run_command is None and self._pending is not None:
             component, entry_point, calls = self._pending
-            arguments = ArgumentSet.from_encoded({component.name: calls})
+            arguments = ArgumentSet.from_encoded(
+                {component.name: {entry: _canon.trees(args) for entry, args in calls.items()}}
+            )
             self._run_command = RunCommand(component, entry_point, arguments)
         if self._run_command is None:
             registry = self.registry()
@@ -225,13 +268,7 @@ class ComponentRun(Run):
 
     def _record_return_value(self, value: Any, fmt: str) -> None:
         self._return_value = value
-        if fmt == "pickle":
-            payload: Any = base64.b64encode(
-                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-            ).decode()
-        else:
-            payload = _canon.encode(value)  # an exact snapshot, taken now
-        self._end_extra = [fmt, payload]  # travels with the end record: one journal line
+        self._end_extra = return_payload(value, fmt)  # travels with the end record
 
     # -- replay and portability (implemented in pcs.replay and pcs.portable) --
     def rerun(

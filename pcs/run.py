@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import sys
 import traceback
@@ -98,7 +97,7 @@ class Run:
     ) -> None:
         self._backend: Backend = get_backend(tracking_uri)
         self._ended_status: str | None = None
-        self._owner_pid = os.getpid()
+        self._owner_pid = _backend.process_id
         self._name: str | None = name
         self._parent_id: str | None = None
         self._experiment_id: str | None
@@ -196,7 +195,7 @@ class Run:
             )
         if self._ended_status is not None:
             return
-        if os.getpid() != self._owner_pid:
+        if _backend.process_id != self._owner_pid:
             # A forked child inherited this run from its parent process: not ours to end.
             _log.debug("pcs: not ending run %s started by process %s", self._run_id,
                        self._owner_pid)
@@ -539,7 +538,7 @@ def _run_from_handle(cls: type[Run], run_id: str, tracking_uri: str) -> Run:
     run = cls.__new__(cls)
     run._backend = get_backend(tracking_uri)
     run._ended_status = None
-    run._owner_pid = os.getpid()
+    run._owner_pid = _backend.process_id
     run._name = None
     run._parent_id = None
     run._run_id = run_id

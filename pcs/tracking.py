@@ -26,9 +26,9 @@ import wrapt
 
 from pcs import _events, _stack
 from pcs._backend import get_backend
-from pcs._capture import Captured, capture
+from pcs._capture import Captured, capture, is_secret_name
 from pcs.component import Component
-from pcs.component_run import RETURN_FORMATS, ComponentRun
+from pcs.component_run import RETURN_FORMATS, ComponentRun, return_payload
 from pcs.exceptions import UsageError
 from pcs.run import Run, handle, status_for_exception
 
@@ -40,6 +40,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Attribute on instances of tracked classes holding their captured ``__init__`` arguments.
 INIT_ATTR = "__pcs_init_arguments__"
 TRACKED_CLASS_ATTR = "__pcs_tracked_class__"
+
+#: the hot path's bounds on scalar arguments (see _Tracker.fast_arguments)
+_FAST_STR = 4096  # characters: far below the 64 KiB inline limit and MLflow's param limit
+_FAST_INT = 2**62
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -218,6 +222,15 @@ class _Tracker:
                 [p.name for p in self.params],
                 {p.name: p.default for p in self.params if p.default is not p.empty},
             )
+        #: the run name of a call of the function itself
+        self.function_name = options.name or fn.__qualname__
+        #: parameter names, when a call passing them all positionally may take the fast path
+        self.fast_names: tuple[str, ...] | None = None
+        if self._simple is not None and not any(
+            name in options.redact or name in options.exclude or is_secret_name(name)
+            for name in self._simple[0]
+        ):
+            self.fast_names = tuple(self._simple[0])
 
     def component(self, owner: Any) -> Component:
         """The Component of the function itself (``owner`` None) or of its class."""
@@ -288,21 +301,62 @@ class _Tracker:
         return _Prepared(component, calls, captured, _stack.active(), name,
                          _stack.take_call_tags())
 
+    def fast_arguments(self, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The hot path's capture: the arguments as they are, if all are deferrable scalars.
+
+        Applies to a call of a plain function that passes every parameter
+        positionally, none of them named like a secret, redacted or excluded,
+        each value a scalar JSON holds exactly (:func:`pcs._canon.is_deferrable`)
+        — not a long string, nor one that may be a URL with a password. The
+        writer encodes them later, with the same result as :func:`capture`.
+        """
+        names = self.fast_names
+        if names is None or len(args) != len(names):
+            return None
+        for value in args:
+            kind = type(value)
+            if kind is str:
+                if len(value) > _FAST_STR or "://" in value or not value.isascii():
+                    return None
+            elif kind is float:
+                if value - value != 0.0:  # nan, inf
+                    return None
+            elif kind is int:
+                if not -_FAST_INT < value < _FAST_INT:
+                    return None
+            elif kind is not bool and value is not None:
+                return None
+        return dict(zip(names, args, strict=False))
+
+    def start_fast(self, arguments: dict[str, Any]) -> ComponentRun | None:
+        """:meth:`start` for arguments from :meth:`fast_arguments` (a function, no owner)."""
+        component = self._components.get(None)
+        if component is None:
+            component = self.component(None)
+        return self._start_run(component, {self.entry_point: arguments}, [], {}, {},
+                               _stack.active(), self.function_name, _stack.take_call_tags())
+
     def start(self, prepared: _Prepared) -> ComponentRun | None:
         """Create the call's run; None (and a warning, once) when it cannot be recorded."""
+        captured = prepared.captured
+        return self._start_run(prepared.component, prepared.calls, captured.reasons,
+                               captured.params, captured.blobs, prepared.parent,
+                               prepared.name, prepared.tags)
+
+    def _start_run(
+        self,
+        component: Component,
+        calls: dict[str, Any],
+        reasons: list[str],
+        params: dict[str, str],
+        blobs: dict[str, bytes],
+        parent: Run | None,
+        name: str,
+        tags: dict[str, str] | None,
+    ) -> ComponentRun | None:
         try:
-            run = ComponentRun._start(
-                get_backend(),
-                prepared.component,
-                self.entry_point,
-                prepared.calls,
-                prepared.captured.reasons,
-                prepared.captured.params,
-                prepared.captured.blobs,
-                prepared.parent,
-                prepared.name,
-                prepared.tags,
-            )
+            run = ComponentRun._start(get_backend(), component, self.entry_point, calls,
+                                      reasons, params, blobs, parent, name, tags)
         except Exception as exc:
             warn_once(
                 f"start:{type(exc).__name__}",
@@ -314,8 +368,35 @@ class _Tracker:
                 exc,
             )
             return None
-        _events.run_started(run)
+        if _events.observed:
+            _events.run_started(run)
         return run
+
+    def finish_returned(self, run: ComponentRun, value: Any) -> None:
+        """:meth:`finish` for a call that returned ``value`` (the hot path); never raises."""
+        try:
+            if self.options.log_return_value:
+                run._return_value = value
+                run._finish("FINISHED", return_payload(value, self.options.return_format))
+            else:
+                run._finish("FINISHED", None)
+        except Exception as err:
+            self._warn_finish(run, err)
+        finally:
+            _stack.set_last(run)
+            if _events.observed:
+                _events.run_ended(run, "FINISHED", None)
+
+    def _warn_finish(self, run: ComponentRun, err: Exception) -> None:
+        warn_once(
+            f"finish:{type(err).__name__}",
+            "pcs could not record the end of run %s of %s (%s: %s). Check that the "
+            "tracking store is reachable and writable.",
+            run.identifier,
+            self.fn.__qualname__,
+            type(err).__name__,
+            err,
+        )
 
     def finish(
         self,
@@ -331,15 +412,7 @@ class _Tracker:
                 run._record_return_value(value, self.options.return_format)
             run._end_with_exception(exc)
         except Exception as err:
-            warn_once(
-                f"finish:{type(err).__name__}",
-                "pcs could not record the end of run %s of %s (%s: %s). Check that the "
-                "tracking store is reachable and writable.",
-                run.identifier,
-                self.fn.__qualname__,
-                type(err).__name__,
-                err,
-            )
+            self._warn_finish(run, err)
         finally:
             _stack.set_last(run)
             _events.run_ended(run, status, exc)
@@ -351,19 +424,25 @@ class _Tracker:
 
 
 def _sync_wrapper(tracker: _Tracker) -> Callable[..., Any]:
+    push, pop = _stack.push, _stack.pop
+
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        run = tracker.begin(instance, args, kwargs)
+        arguments = None if instance is not None or kwargs else tracker.fast_arguments(args)
+        if arguments is not None:
+            run = tracker.start_fast(arguments)
+        else:
+            run = tracker.begin(instance, args, kwargs)
         if run is None:
             return wrapped(*args, **kwargs)
-        token = _stack.push(run)
+        token = push(run)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _stack.pop(token)
+            pop(token)
             tracker.finish(run, exc)
             raise
-        _stack.pop(token)
-        tracker.finish(run, None, result)
+        pop(token)
+        tracker.finish_returned(run, result)
         return result
 
     return wrapper
