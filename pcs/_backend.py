@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
@@ -237,17 +237,12 @@ class Backend:
             return SqliteSink(self)
         return ClientSink(self)
 
-    def submit(
-        self,
-        *records: list[Any],
-        sync: bool = True,
-        component: tuple[str, Callable[[], Any]] | None = None,
-    ) -> None:
+    def submit(self, *records: list[Any], sync: bool = True) -> None:
         """Journal and enqueue records for delivery (see :mod:`pcs._writer`)."""
         writer = self._writer
         if writer is None:
             writer = self.writer
-        writer.submit(records, sync, component)
+        writer.submit(records, sync)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted to this store so far is delivered."""
@@ -281,7 +276,7 @@ class Backend:
         """A new run id made here (only when :attr:`local_ids`): 128 random bits in hex."""
         if not self._experiments.get(experiment_id):
             self.check_experiment(experiment_id)
-        return f"{_ids.getrandbits(128):032x}"
+        return _ids.getrandbits(128).to_bytes(16, "big").hex()
 
     def check_experiment(self, experiment_id: str) -> None:
         """Raise :class:`StoreError` unless ``experiment_id`` is an active experiment."""

@@ -1,13 +1,16 @@
 """The crash-safe journal: every record is on disk before the caller goes on.
 
-Each process appends its records, one JSON line each, to its own file
+Each process appends its records to its own file
 ``<dir>/<host>-<pid>-<start>.jsonl``, which it maps into memory (``MAP_SHARED``):
 an append is a memory copy — no system call, no fsync, no GIL release on the
 hot path — and the kernel keeps the bytes when the process is SIGKILLed. The
-mapped file grows in steps, so its tail is zero bytes until written. The
-first line is a header naming the owner (host, pid, process start time,
-tracking URI). The writer appends the number of the last record it has
-delivered to MLflow to ``<file>.done`` after each batch.
+mapped file grows in steps, so its tail is zero bytes until written. Each
+sync writes one JSON line: a single record ``[tag, ...]``, or the list of the
+records buffered since the previous sync (a tracked call's start and end, say),
+numbered in order as if one per line. The first line is a header naming the
+owner (host, pid, process start time, tracking URI). The writer appends the
+number of the last record it has delivered to MLflow to ``<file>.done`` after
+each batch.
 
 Ownership is proven by an exclusive ``flock`` that the owner holds for its
 lifetime: the kernel releases it when the process dies, however it dies. A
@@ -17,6 +20,7 @@ host + pid + start time); only then is it recovered.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import json
@@ -24,7 +28,6 @@ import logging
 import mmap
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,8 +98,25 @@ def process_start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate file blocks before they are mapped: a full disk raises OSError here,
+    where pcs handles it, instead of SIGBUS on a later write through the mapping."""
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, offset + length)  # a filesystem without fallocate: a sparse file
+    except AttributeError:  # pragma: no cover - a platform without posix_fallocate
+        os.ftruncate(fd, offset + length)
+
+
 class Journal:
-    """The append-only journal of this process."""
+    """The append-only journal of this process.
+
+    Not thread-safe by itself: its one user, the :class:`~pcs._writer.Writer`,
+    calls it only while holding the writer's lock (one lock per record, not two).
+    """
 
     def __init__(self, directory: Path, tracking_uri: str) -> None:
         self.directory = directory
@@ -105,12 +125,10 @@ class Journal:
         self.host = socket.gethostname()
         self.start = process_start_time(self.pid) or str(time.time_ns())
         self.path = directory / f"{self.host}-{self.pid}-{self.start}-{id(self):x}{SUFFIX}"
-        self._lock = threading.Lock()
         self._fd: int | None = None
         self._mm: mmap.mmap | None = None
         self._size = 0
         self._offset = 0
-        self._seq = 0
         self._buffer: list[list[Any]] = []
         self._done_fd: int | None = None
         #: set when a record could not be delivered: the file is kept at exit
@@ -120,7 +138,7 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.ftruncate(fd, CHUNK)
+        _reserve(fd, 0, CHUNK)
         self._fd = fd
         self._mm = mmap.mmap(fd, CHUNK, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._size = CHUNK
@@ -142,7 +160,9 @@ class Journal:
         end = self._offset + len(data)
         if end > self._size:
             size = max(self._size * 2, end + CHUNK)
-            mapped.resize(size)  # grows the file too
+            if self._fd is not None:
+                _reserve(self._fd, self._size, size - self._size)
+            mapped.resize(size)
             self._size = size
         mapped[self._offset:end] = data
         self._offset = end
@@ -154,27 +174,21 @@ class Journal:
         starts) and the writer syncs before delivering, so every record that
         is acknowledged or visible in MLflow is in the file first.
         """
-        with self._lock:
-            self._buffer.extend(records)
-            self._seq += len(records)
-            if sync:
-                self._sync_locked()
+        self._buffer.extend(records)
+        if sync:
+            self.sync()
 
     def sync(self) -> None:
-        """Write the buffered records to the file (one ``os.write``)."""
-        if self._buffer:
-            with self._lock:
-                self._sync_locked()
-
-    def _sync_locked(self) -> None:
+        """Copy the buffered records into the mapped file."""
         buffer = self._buffer
         if not buffer:
             return
+        # One line per sync: the record, or the list of the records buffered since the last.
+        line = buffer[0] if len(buffer) == 1 else buffer
         try:
-            data = b"".join([_dumps_line(r) for r in buffer])  # type: ignore[misc]
+            data = _dumps_line(line)  # type: ignore[misc]
         except TypeError:  # orjson is missing, or refuses a value (an int beyond 64 bits)
-            encode = _encoder()
-            data = b"\n".join([encode(r) for r in buffer]) + b"\n"
+            data = _encoder()(line) + b"\n"
         self._put(data)
         buffer.clear()
 
@@ -182,11 +196,16 @@ class Journal:
         """Records ``first`` .. ``first + count - 1`` back from the file."""
         self.sync()
         out: list[list[Any]] = []
-        for seq, raw in enumerate(_lines(self.path)):
-            if seq >= first + count:
-                break
-            if seq >= first:
-                out.append(json.loads(raw))
+        seq = 0  # the header line is record 0
+        for index, raw in enumerate(_lines(self.path)):
+            if index == 0:
+                continue
+            for record in _split(json.loads(raw)):
+                seq += 1
+                if seq >= first + count:
+                    return out
+                if seq >= first:
+                    out.append(record)
         return out
 
     def mark_done(self, seq: int) -> None:
@@ -201,24 +220,23 @@ class Journal:
 
     def close(self, delete: bool) -> None:
         """Close the files; ``delete`` removes them (everything was delivered)."""
-        with self._lock:
-            if not delete:
-                self._sync_locked()
-            if self._mm is not None:
-                self._mm.close()
-                self._mm = None
-                if self._fd is not None and not delete:
-                    os.ftruncate(self._fd, self._offset)  # drop the unused, zeroed tail
-            for fd in (self._done_fd, self._fd):
-                if fd is not None:
-                    os.close(fd)
-            self._fd = self._done_fd = None
-            if delete:
-                for path in (self.path, Path(str(self.path) + DONE_SUFFIX)):
-                    try:
-                        path.unlink()
-                    except FileNotFoundError:
-                        pass
+        if not delete:
+            self.sync()
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+            if self._fd is not None and not delete:
+                os.ftruncate(self._fd, self._offset)  # drop the unused, zeroed tail
+        for fd in (self._done_fd, self._fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._done_fd = None
+        if delete:
+            for path in (self.path, Path(str(self.path) + DONE_SUFFIX)):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
 
     def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's file descriptors without touching its files."""
@@ -256,18 +274,21 @@ class JournalFile:
                         done = max(done, int(line))
         except FileNotFoundError:
             pass
-        for seq, raw in enumerate(_lines(self.path)):
-            if seq == 0:
+        seq = 0
+        for index, raw in enumerate(_lines(self.path)):
+            if index == 0:
                 continue
             if not raw.endswith(b"\n"):
                 _log.warning("pcs: ignoring a torn last line in journal %s", self.path)
                 return
             try:
-                record = json.loads(raw)
+                line = json.loads(raw)
             except ValueError:
-                _log.warning("pcs: ignoring an unreadable line %d of %s", seq, self.path)
+                _log.warning("pcs: ignoring an unreadable line %d of %s", index, self.path)
                 continue
-            yield seq > done, record
+            for record in _split(line):
+                seq += 1
+                yield seq > done, record
 
     def finish(self) -> None:
         """Everything was delivered: remove the journal and release it."""
@@ -329,6 +350,13 @@ def dead_journals(directory: Path, stale_after: float = 300.0) -> Iterator[Journ
             os.close(fd)
             continue
         yield JournalFile(path, header, fd)
+
+
+def _split(line: Any) -> list[list[Any]]:
+    """The records of one journal line: a record ``[tag, ...]`` or a list of records."""
+    if isinstance(line, list) and line and isinstance(line[0], list):
+        return line
+    return [line]
 
 
 def _lines(path: Path) -> Iterator[bytes]:

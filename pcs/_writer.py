@@ -106,46 +106,83 @@ class Writer:
         self._warned = False
         self._closed = False
         self._known_components: set[str] = set()
+        #: calls started but not yet published: (records, (component key, spec fields))
+        self._starts: deque[tuple[list[list[Any]], tuple[str, Callable[[], Any]]]] = deque()
         atexit.register(self._at_exit)
 
     # -- caller side ------------------------------------------------------------
+    def start(self, records: list[list[Any]], component: tuple[str, Callable[[], Any]]) -> None:
+        """Accept the start of a tracked call, without taking the lock (the hot path).
+
+        The records are *published* — journaled and enqueued, after the
+        component's "K" record the first time — by the next :meth:`submit`
+        from any thread (at the latest the call's own end), by :meth:`flush`,
+        or by the writer thread within :data:`LINGER` seconds. Every record
+        submitted later is ordered after them. They are not acknowledged to the
+        user before the call ends, so the journal may receive them late.
+        """
+        self._starts.append((records, component))  # deque.append: atomic
+        if self._thread is None or self._idle:
+            with self._lock:  # let the writer publish it soon: a long call shows RUNNING
+                if self._thread is None:
+                    self._start()
+                else:
+                    self._cond.notify_all()
+
     def submit(
         self,
-        records: tuple[list[Any], ...],
+        records: tuple[list[Any], ...] | list[list[Any]],
         sync: bool = True,
-        component: tuple[str, Callable[[], Any]] | None = None,
     ) -> None:
         """Journal and enqueue ``records`` in order; waits while the queue is full.
 
         ``sync=False`` may leave the records in the journal's buffer until the
         next synced submit (or the next delivery): use it only for records that
-        are not acknowledged to the user yet (the start of a tracked call).
+        are not acknowledged to the user yet.
         """
         with self._lock:  # the Condition's own lock: cheaper to take than the Condition
-            if component is not None and component[0] not in self._known_components:
+            if self._starts:
+                records = [*self._take_starts(), *records]
+            self._enqueue(records, sync, wait=True)
+
+    def _take_starts(self) -> list[list[Any]]:
+        """The records of the calls started since the last publication (the lock is held)."""
+        out: list[list[Any]] = []
+        starts = self._starts
+        known = self._known_components
+        while starts:
+            records, (key, fields) = starts.popleft()
+            if key not in known:
                 # A component's "K" record precedes its first call, in every thread.
-                self._known_components.add(component[0])
-                records = (["K", component[0], component[1]()], *records)
-            queue = self._queue
-            spill = self._wait_for_room() if self._spilled or len(queue) >= self._max_pending \
-                else False
-            journal = self.journal
-            if journal is not None:
-                try:
-                    journal.append(records, sync or spill)
-                except OSError as exc:
-                    self._disable_journal(exc)
-                    spill = False
-            was_empty = not queue
-            if spill:
-                self._spilled += len(records)
-            else:
-                queue.extend(records)
-            self._enqueued += len(records)
-            if self._thread is None:
-                self._start()
-            elif was_empty and self._idle:
-                self._cond.notify_all()  # wake the writer only when it sleeps on an empty queue
+                known.add(key)
+                out.append(["K", key, fields()])
+            out.extend(records)
+        return out
+
+    def _enqueue(self, records: list[list[Any]] | tuple[list[Any], ...], sync: bool,
+                 wait: bool) -> None:
+        """Journal and enqueue (the lock is held); ``wait``: apply backpressure."""
+        queue = self._queue
+        spill = False
+        if self._spilled or len(queue) >= self._max_pending:
+            spill = self._wait_for_room() if wait else bool(self._spilled)
+        journal = self.journal
+        if journal is not None:
+            try:
+                journal.append(records, sync or spill)
+            except OSError as exc:
+                self._disable_journal(exc)
+                spill = False
+        was_empty = not queue
+        if spill:
+            self._spilled += len(records)
+        else:
+            queue.extend(records)
+        self._enqueued += len(records)
+        if self._thread is None:
+            self._start()
+        elif was_empty and self._idle:
+            self._cond.notify_all()  # wake the writer only when it sleeps on an empty queue
 
     def _wait_for_room(self) -> bool:
         """Backpressure (the lock is held): wait for room; True to spill to the journal."""
@@ -163,6 +200,8 @@ class Writer:
         deadline = None if timeout is None else time.monotonic() + timeout
         cond = self._cond
         with cond:
+            if self._starts:
+                self._enqueue(self._take_starts(), False, wait=False)
             target = self._enqueued
             self._flushing += 1
             try:
@@ -180,8 +219,8 @@ class Writer:
 
     @property
     def pending(self) -> int:
-        """Records accepted but not yet delivered."""
-        return self._enqueued - self._delivered
+        """Records accepted but not yet delivered (a call's start counts as one)."""
+        return self._enqueued - self._delivered + len(self._starts)
 
     def _thread_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -197,6 +236,9 @@ class Writer:
         while True:
             with cond:
                 while not self._queue:
+                    if self._starts:
+                        self._enqueue(self._take_starts(), False, wait=False)
+                        continue
                     if self._spilled and self.journal is not None:
                         self._reload_spilled(self.journal)
                         continue
@@ -208,10 +250,16 @@ class Writer:
                 if len(self._queue) < self._batch and not self._flushing:
                     # Linger a moment: larger batches, fewer transactions, less GIL churn.
                     cond.wait(LINGER)
+                if self._starts:
+                    self._enqueue(self._take_starts(), False, wait=False)
                 batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
+                journal = self.journal
+                if journal is not None:
+                    try:
+                        journal.sync()  # write-ahead: nothing reaches MLflow unjournaled
+                    except OSError as exc:
+                        self._disable_journal(exc)
             try:
-                if self.journal is not None:
-                    self.journal.sync()  # write-ahead: nothing reaches MLflow unjournaled
                 if self._sink is None:
                     self._sink = self._sink_factory()
                 self._sink.deliver(batch)
@@ -303,8 +351,9 @@ class Writer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self.journal is not None:
-            self.journal.close(delete=delivered and self.pending == 0 and not self.journal.keep)
+            journal = self.journal
+            if journal is not None:
+                journal.close(delete=delivered and self.pending == 0 and not journal.keep)
         return delivered
 
     def _at_exit(self) -> None:
@@ -328,6 +377,7 @@ class Writer:
         self._pid = os.getpid()
         self._sink = None
         self._known_components = set()
+        self._starts = deque()
         if self.journal is not None:
             self.journal.forget_after_fork()
             self.journal = Journal(self.journal.directory, self.journal.tracking_uri)

@@ -152,15 +152,13 @@ class ComponentRun(Run):
         key = component.identifier
         record = ["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
                   calls, reasons, params, extra_tags, created]
+        records = [record]
         if blobs:
-            records = [record]
             for digest, blob in blobs.items():
                 records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
                                 base64.b64encode(blob).decode()])
-            backend.submit(*records, sync=False, component=(key, component._fields))
-        else:
-            # acknowledged (synced) when the call ends
-            backend.submit(record, sync=False, component=(key, component._fields))
+        # published without a lock; journaled and acknowledged when the call ends
+        (backend._writer or backend.writer).start(records, (key, component._fields))
         backend.open_runs[run_id] = run
         return run
 
@@ -173,10 +171,10 @@ class ComponentRun(Run):
         self._ended_status = status
         backend = self._backend
         backend.open_runs.pop(self._run_id, None)
-        if returned is None:
-            backend.submit(["E", self._run_id, status, time.time_ns() // 1_000_000])
-        else:
-            backend.submit(["E", self._run_id, status, time.time_ns() // 1_000_000, returned])
+        record = ["E", self._run_id, status, time.time_ns() // 1_000_000]
+        if returned is not None:
+            record.append(returned)
+        (backend._writer or backend.writer).submit([record], True)
 
     # -- what was recorded ---------------------------------------------------
     @property

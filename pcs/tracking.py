@@ -319,7 +319,7 @@ class _Tracker:
                 if len(value) > _FAST_STR or "://" in value or not value.isascii():
                     return None
             elif kind is float:
-                if value - value != 0.0:  # nan, inf
+                if value - value:  # nan for nan and the infinities
                     return None
             elif kind is int:
                 if not -_FAST_INT < value < _FAST_INT:
@@ -331,10 +331,19 @@ class _Tracker:
     def start_fast(self, arguments: dict[str, Any]) -> ComponentRun | None:
         """:meth:`start` for arguments from :meth:`fast_arguments` (a function, no owner)."""
         component = self._components.get(None)
-        if component is None:
-            component = self.component(None)
-        return self._start_run(component, {self.entry_point: arguments}, [], {}, {},
-                               _stack.active(), self.function_name, _stack.take_call_tags())
+        try:
+            if component is None:
+                component = self.component(None)
+            run = ComponentRun._start(get_backend(), component, self.entry_point,
+                                      {self.entry_point: arguments}, [], {}, {},
+                                      _stack.active(), self.function_name,
+                                      _stack.take_call_tags())
+        except Exception as exc:
+            self._start_failed(exc)
+            return None
+        if _events.observed:
+            _events.run_started(run)
+        return run
 
     def start(self, prepared: _Prepared) -> ComponentRun | None:
         """Create the call's run; None (and a warning, once) when it cannot be recorded."""
@@ -358,19 +367,23 @@ class _Tracker:
             run = ComponentRun._start(get_backend(), component, self.entry_point, calls,
                                       reasons, params, blobs, parent, name, tags)
         except Exception as exc:
-            warn_once(
-                f"start:{type(exc).__name__}",
-                "pcs could not record a call of %s (%s: %s); the call runs untracked. "
-                "Check MLFLOW_TRACKING_URI and that the tracking store is reachable and "
-                "writable.",
-                self.fn.__qualname__,
-                type(exc).__name__,
-                exc,
-            )
+            self._start_failed(exc)
             return None
         if _events.observed:
             _events.run_started(run)
         return run
+
+    def _start_failed(self, exc: Exception) -> None:
+        """The call runs untracked: say so once."""
+        warn_once(
+            f"start:{type(exc).__name__}",
+            "pcs could not record a call of %s (%s: %s); the call runs untracked. "
+            "Check MLFLOW_TRACKING_URI and that the tracking store is reachable and "
+            "writable.",
+            self.fn.__qualname__,
+            type(exc).__name__,
+            exc,
+        )
 
     def finish_returned(self, run: ComponentRun, value: Any) -> None:
         """:meth:`finish` for a call that returned ``value`` (the hot path); never raises."""
