@@ -94,7 +94,9 @@ def capture(
                     encoded[name] = value  # encoded by the writer (see _canon.trees)
                 else:
                     encoded[name] = _canon.encode(value)
-                    params[known] = str(value)
+                    text = _text(value)
+                    if len(text) <= MAX_PARAM_VALUE_LENGTH:
+                        params[known] = text
                 continue
         reason = _redaction_reason(name, value, redact, exclude)
         if reason is None and type(value) is not Secret:
@@ -112,7 +114,9 @@ def capture(
             continue
         if scalar:
             encoded[name] = _canon.encode(value)
-            params[param_key(name)] = str(value)
+            text = _text(value)
+            if len(text) <= MAX_PARAM_VALUE_LENGTH:
+                params[param_key(name)] = text
             continue
         try:
             tree = _canon.encode(value, strict=strict, root=name)
@@ -162,11 +166,19 @@ def _secret_name(name: str) -> bool:
     return is_secret_name(name)
 
 
+def _text(value: Any) -> str:
+    """``str(value)`` that MLflow can store: lone surrogates escaped as ``\\udxxx``."""
+    text = str(value)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _display(value: Any, problems: list[str]) -> str:
     if problems:
         return f"<unencodable {type(value).__module__}.{type(value).__qualname__}>"
     if type(value) in _SCALARS:
-        return str(value)
+        return _text(value)
     try:
         text = repr(value)
     except Exception:

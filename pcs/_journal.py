@@ -29,10 +29,12 @@ import mmap
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 __all__ = ["Journal", "JournalFile", "dead_journals", "default_directory", "process_start_time"]
 
@@ -44,40 +46,18 @@ CHUNK = 4 * 1024 * 1024
 SUFFIX = ".jsonl"
 DONE_SUFFIX = ".done"
 HEADER = "pcs-journal/1"
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_encode_line: Callable[[Any], bytes] | None = None
+# The fallback for what orjson refuses (a lone surrogate, an int beyond 64 bits):
+# pure ASCII, so any string survives, read back exactly by json.loads.
+_FALLBACK = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=repr)
+_dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def _encoder() -> Callable[[Any], bytes]:
-    """Record -> one JSON line (bytes): orjson (~10x faster), the standard library as fallback."""
-    global _encode_line
-    if _encode_line is None:
-        fast: Callable[[Any], bytes] | None
-        try:
-            from orjson import dumps as fast
-        except ImportError:  # pragma: no cover - orjson is a dependency
-            fast = None
-
-        def encode(record: Any) -> bytes:
-            if fast is not None:
-                try:
-                    return fast(record)
-                except TypeError:  # e.g. an int beyond 64 bits
-                    pass
-            return _ENCODER.encode(record).encode()
-
-        _encode_line = encode
-    return _encode_line
-
-
-try:
-    import orjson as _orjson
-
-    _dumps_line: Callable[[Any], bytes] | None = functools.partial(
-        _orjson.dumps, option=_orjson.OPT_APPEND_NEWLINE
-    )
-except ImportError:  # pragma: no cover - orjson is a dependency
-    _dumps_line = None
+def _line(obj: Any) -> bytes:
+    """One journal line (JSON and a newline) holding ``obj``."""
+    try:
+        return _dumps_line(obj)
+    except TypeError:  # orjson.JSONEncodeError
+        return _FALLBACK.encode(obj).encode("ascii") + b"\n"
 
 
 def default_directory() -> Path:
@@ -151,7 +131,7 @@ class Journal:
             "tracking_uri": self.tracking_uri,
             "created": time.time(),
         }
-        self._put((_ENCODER.encode(["H", header]) + "\n").encode())
+        self._put(_line(["H", header]))
         return self._mm
 
     def _put(self, data: bytes) -> None:
@@ -185,11 +165,7 @@ class Journal:
             return
         # One line per sync: the record, or the list of the records buffered since the last.
         line = buffer[0] if len(buffer) == 1 else buffer
-        try:
-            data = _dumps_line(line)  # type: ignore[misc]
-        except TypeError:  # orjson is missing, or refuses a value (an int beyond 64 bits)
-            data = _encoder()(line) + b"\n"
-        self._put(data)
+        self._put(_line(line))
         buffer.clear()
 
     def read(self, first: int, count: int) -> list[list[Any]]:

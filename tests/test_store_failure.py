@@ -73,3 +73,34 @@ def _blocked(tmp_path: Path) -> Path:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     return blocker / "store"
+
+
+def test_journal_disk_full_keeps_tracking(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tracking_uri: str
+) -> None:
+    """No space for the journal: one warning, and every record still reaches MLflow."""
+    import errno
+
+    from mlflow.tracking import MlflowClient
+
+    from pcs import _journal
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_journal.os, "posix_fallocate", full)
+
+    @pcs.tracked
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with caplog.at_level(logging.WARNING, logger="pcs"):
+        assert [add(i, 1) for i in range(20)] == [i + 1 for i in range(20)]
+        assert pcs.flush(60)
+    warnings = [r.getMessage() for r in caplog.records if "journal" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "No space left on device" in warnings[0]
+    assert "PCS_JOURNAL_DIR" in warnings[0]
+    runs = MlflowClient(tracking_uri=tracking_uri).search_runs(["0"], max_results=100)
+    assert sorted(int(r.data.params["arg.a"]) for r in runs) == list(range(20))
+    assert {r.info.status for r in runs} == {"FINISHED"}
