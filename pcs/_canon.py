@@ -218,10 +218,15 @@ def _tree_digest(tree: Any) -> str:
         return digest(tree)  # raises the explanatory UsageError
 
 
-def spec_hash(identifier: str, fields: Mapping[str, Any]) -> str:
-    """Hash of a spec: ``digest(["spec", identifier, fields])``, ignoring ``spec_hash``."""
+def spec_hash(identifier: str, fields: Mapping[str, Any], *, trusted: bool = False) -> str:
+    """Hash of a spec: ``digest(["spec", identifier, fields])``, ignoring ``spec_hash``.
+
+    ``trusted``: pcs built ``fields`` from trees itself (every dict key is a
+    str), so the check for other keys is skipped; the hash is the same.
+    """
     body = {key: value for key, value in fields.items() if key != "spec_hash"}
-    return digest(["spec", identifier, body])
+    return _tree_digest(["spec", identifier, body]) if trusted else digest(
+        ["spec", identifier, body])
 
 
 # --------------------------------------------------------------------------- encoding

@@ -121,16 +121,16 @@ class Materializer:
         argument_set_id = ArgumentSet.from_encoded(arguments).identifier
         argument_set_fields = {"type": "ArgumentSet", "format": _canon.FORMAT,
                                "arguments": arguments}
-        argument_set_fields["spec_hash"] = _canon.spec_hash(argument_set_id,
-                                                            argument_set_fields)
+        argument_set_fields["spec_hash"] = _canon.spec_hash(
+            argument_set_id, argument_set_fields, trusted=True)
         command_fields = {
             "type": "RunCommand",
             "component_id": component_id,
             "entry_point": entry_point,
             "argument_set_id": argument_set_id,
         }
-        command_id = _canon.digest(command_fields)
-        command_fields["spec_hash"] = _canon.spec_hash(command_id, command_fields)
+        command_id = _canon._tree_digest(command_fields)
+        command_fields["spec_hash"] = _canon.spec_hash(command_id, command_fields, trusted=True)
         tags = {
             PCS_RUN_TAG: "True",
             IS_COMPONENT_RUN_TAG: "True",
@@ -205,7 +205,11 @@ def return_value_bytes(tree: Any, fmt: str) -> bytes:
     plain: Any = None
     try:
         value = _canon.decode(tree)
-        plain = json.loads(json.dumps(value, allow_nan=False))
+        if type(value) in _PLAIN_SCALARS and (type(value) is not float or value - value == 0):
+            plain = value  # the common case, without a JSON round trip
+        else:
+            plain = json.loads(json.dumps(value, allow_nan=False))
+        json.dumps(plain, ensure_ascii=False).encode()  # a lone surrogate has no plain form
     except Exception:
         plain = None
     envelope = {"format": _canon.FORMAT, "value": tree, "plain": plain}
@@ -217,6 +221,7 @@ def return_value_bytes(tree: Any, fmt: str) -> bytes:
 
 
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 @functools.lru_cache(maxsize=1)

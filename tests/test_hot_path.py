@@ -117,7 +117,9 @@ def test_values_outside_the_fast_path_are_still_exact(
         assert type(args[name]) is type(value)
 
 
-@pytest.mark.parametrize("value", [0.25, 7, "text", None, True, float("nan"), 2**100, "é"])
+@pytest.mark.parametrize(
+    "value", [0.25, 7, "text", None, True, float("nan"), 2**100, "é", "\ud800", [1, "\udfff"]]
+)
 def test_scalar_return_values_read_back_exactly(client: MlflowClient, value: Any) -> None:
     combine("return-scalar", 0, value)
     run = pcs.last_run()
