@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
@@ -39,6 +39,8 @@ from pcs._writer import Sink, Writer
 from pcs.exceptions import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from mlflow.entities import Run as MlflowRun
     from mlflow.tracking import MlflowClient
 
@@ -543,6 +545,7 @@ class SqliteSink:
         self._locations: dict[str, str] = {}
         self._run_artifacts: dict[str, str] = {}
         self._local_dirs: dict[str, str | None] = {}
+        self._files_pool: Any = None
 
     @staticmethod
     def schema_problem(backend: Backend) -> str | None:
@@ -572,21 +575,49 @@ class SqliteSink:
         return None
 
     def deliver(self, records: list[list[Any]]) -> None:
+        """Write a batch: artifact files and rows at once, committed after the files.
+
+        The artifact files are written by a helper thread while this one runs
+        the SQL (both release the GIL for their system calls and SQLite work);
+        the transaction commits only once every file is written, so a run is
+        never visible in MLflow without its artifacts.
+        """
         batch = self.materializer.materialize(records)
-        remote = self._write_local_artifacts(batch)
-        for attempt in range(self.RETRIES):
-            try:
-                self._transaction(batch)
-                break
-            except sqlite3.OperationalError as exc:
-                text = str(exc).lower()
-                if ("locked" not in text and "busy" not in text) or attempt == self.RETRIES - 1:
-                    raise
-                time.sleep(min(2.0, 0.01 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+        local, remote = self._place_artifacts(batch)
+        files_written = self._write_files(local)
+        try:
+            for attempt in range(self.RETRIES):
+                try:
+                    self._transaction(batch, files_written)
+                    break
+                except sqlite3.OperationalError as exc:
+                    text = str(exc).lower()
+                    if ("locked" not in text and "busy" not in text) or \
+                            attempt == self.RETRIES - 1:
+                        raise
+                    time.sleep(min(2.0, 0.01 * 2**attempt) * (0.5 + random.random()))  # noqa: S311
+        finally:
+            files_written()  # never leave the helper writing behind a failed batch
         for run_id, path, data in remote:  # remote artifact stores need the run to exist
             self.backend.log_artifact_bytes(run_id, path, data)
 
-    def _transaction(self, batch: Batch) -> None:
+    def _write_files(self, files: list[tuple[str, bytes, bool]]) -> Callable[[], None]:
+        """Start writing ``files`` in the helper thread; return the wait for it (re-raising)."""
+        if not files:
+            return _nothing
+        try:
+            if self._files_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._files_pool = ThreadPoolExecutor(1, thread_name_prefix="pcs-artifacts")
+            future: Future[None] = self._files_pool.submit(_write_files, files)
+        except RuntimeError:  # the interpreter is shutting down: no new threads
+            _write_files(files)
+            return _nothing
+        return future.result
+
+    def _transaction(self, batch: Batch, before_commit: Callable[[], None] = lambda: None
+                     ) -> None:
         con = self.connection
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -651,6 +682,7 @@ class SqliteSink:
                     "AND status = 'RUNNING'",
                     [(status, end, run_id) for run_id, (status, end) in batch.ends.items()],
                 )
+            before_commit()
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -674,29 +706,22 @@ class SqliteSink:
         self._run_artifacts[run_id] = uri
         return uri
 
-    def _write_local_artifacts(self, batch: Batch) -> list[tuple[str, str, bytes]]:
-        """Write artifacts of local artifact stores; return the remote ones.
-
-        One thread, plain system calls: creating files is bound by the file
-        system's directory locks, and parallel writers measured slower.
-        """
+    def _place_artifacts(
+        self, batch: Batch
+    ) -> tuple[list[tuple[str, bytes, bool]], list[tuple[str, str, bytes]]]:
+        """(local files as (path, data, run is new), artifacts of remote stores)."""
+        local: list[tuple[str, bytes, bool]] = []
         remote: list[tuple[str, str, bytes]] = []
-        made: set[str] = set()
         new_runs = batch.runs
         for run_id, path, data in batch.artifacts:
-            local = self._local_artifact_dir(run_id, batch)
-            if local is None:
+            directory = self._local_artifact_dir(run_id, batch)
+            if directory is None:
                 remote.append((run_id, path, data))
-                continue
-            target = os.path.join(local, path)
-            parent = os.path.dirname(target)
-            if parent not in made:
-                _make_dir(parent, fresh=run_id in new_runs and parent == local)
-                made.add(parent)
-            _write_file(target, data)
+            else:
+                local.append((os.path.join(directory, path), data, run_id in new_runs))
         if len(self._run_artifacts) > 10_000:
             self._run_artifacts.clear()
-        return remote
+        return local, remote
 
     def _local_artifact_dir(self, run_id: str, batch: Batch) -> str | None:
         uri = self._run_artifacts.get(run_id)
@@ -723,10 +748,29 @@ class SqliteSink:
         return local
 
 
+def _nothing() -> None:
+    return None
+
+
+def _write_files(files: list[tuple[str, bytes, bool]]) -> None:
+    """Write artifact files (``<run>/artifacts/...``), creating their directories.
+
+    Plain system calls from one thread: creating files is bound by the file
+    system's directory locks, and parallel writers measured slower.
+    """
+    made: set[str] = set()
+    for path, data, fresh in files:
+        parent = os.path.dirname(path)
+        if parent not in made:
+            _make_dir(parent, fresh)
+            made.add(parent)
+        _write_file(path, data)
+
+
 def _make_dir(path: str, fresh: bool) -> None:
-    """Create ``path`` (``<run>/artifacts``, or below); ``fresh``: its run is new."""
+    """Create ``path`` and its parents; ``fresh``: its run is new (``<run>`` is missing)."""
     if fresh:
-        try:  # a new run: create <run>, then <run>/artifacts
+        try:  # a new run's <run>/artifacts: create <run>, then <run>/artifacts
             os.mkdir(os.path.dirname(path))
             os.mkdir(path)
             return

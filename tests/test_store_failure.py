@@ -104,3 +104,43 @@ def test_journal_disk_full_keeps_tracking(
     runs = MlflowClient(tracking_uri=tracking_uri).search_runs(["0"], max_results=100)
     assert sorted(int(r.data.params["arg.a"]) for r in runs) == list(range(20))
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_artifact_files_failing_commit_nothing_then_deliver(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tracking_uri: str
+) -> None:
+    """A run becomes visible only with its artifact files: while they cannot be
+    written, the batch is rolled back and retried; then it lands exactly once."""
+    import errno
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    failing = threading.Event()
+    failing.set()
+    real_write = _backend._write_file
+
+    def write(path: str, data: bytes) -> None:
+        if failing.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(_backend, "_write_file", write)
+
+    @pcs.tracked
+    def double(x: int) -> int:
+        return 2 * x
+
+    stock = MlflowClient(tracking_uri=tracking_uri)
+    with caplog.at_level(logging.WARNING, logger="pcs"):
+        assert [double(i) for i in range(10)] == [2 * i for i in range(10)]
+        assert not pcs.flush(timeout=1.0)  # cannot finish while files fail
+        assert stock.search_runs(["0"]) == []  # nothing committed without its files
+        failing.clear()
+        assert pcs.flush(60)
+    runs = stock.search_runs(["0"], max_results=100)
+    assert sorted(int(r.data.params["arg.x"]) for r in runs) == list(range(10))
+    for run in runs:
+        names = {a.path for a in stock.list_artifacts(run.info.run_id)}
+        assert names == {"pcs.run_command_registry.yaml", "pcs.return_value.json"}
+    assert any("No space left on device" in r.getMessage() for r in caplog.records)
