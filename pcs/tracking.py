@@ -330,20 +330,9 @@ class _Tracker:
 
     def start_fast(self, arguments: dict[str, Any]) -> ComponentRun | None:
         """:meth:`start` for arguments from :meth:`fast_arguments` (a function, no owner)."""
-        component = self._components.get(None)
-        try:
-            if component is None:
-                component = self.component(None)
-            run = ComponentRun._start(get_backend(), component, self.entry_point,
-                                      {self.entry_point: arguments}, [], {}, {},
-                                      _stack.active(), self.function_name,
-                                      _stack.take_call_tags())
-        except Exception as exc:
-            self._start_failed(exc)
-            return None
-        if _events.observed:
-            _events.run_started(run)
-        return run
+        return self._start_run(self._components.get(None), {self.entry_point: arguments}, [],
+                               {}, {}, _stack.active(), self.function_name,
+                               _stack.take_call_tags())
 
     def start(self, prepared: _Prepared) -> ComponentRun | None:
         """Create the call's run; None (and a warning, once) when it cannot be recorded."""
@@ -354,7 +343,7 @@ class _Tracker:
 
     def _start_run(
         self,
-        component: Component,
+        component: Component | None,
         calls: dict[str, Any],
         reasons: list[str],
         params: dict[str, str],
@@ -364,6 +353,8 @@ class _Tracker:
         tags: dict[str, str] | None,
     ) -> ComponentRun | None:
         try:
+            if component is None:  # the function's own, made on its first call
+                component = self.component(None)
             run = ComponentRun._start(get_backend(), component, self.entry_point, calls,
                                       reasons, params, blobs, parent, name, tags)
         except Exception as exc:
