@@ -34,6 +34,7 @@ from pcs._records import (
     RUN_NAME_TAG,
     Batch,
     Materializer,
+    NewRun,
 )
 from pcs._writer import Sink, Writer
 from pcs.exceptions import RunNotFoundError, StoreError
@@ -66,6 +67,11 @@ _log = logging.getLogger("pcs")
 _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
 
+
+#: Prefix of the run ids pcs makes for stores where MLflow chooses the id (see new_run_id).
+LOCAL_ID_PREFIX = "pcs-local-"
+#: The tag naming the local id a run was recorded under (client stores).
+LOCAL_RUN_ID_TAG = "pcs.local_run_id"
 
 #: This process's id, kept current across fork (cheaper than os.getpid() per call).
 process_id = os.getpid()
@@ -171,7 +177,8 @@ class Backend:
         self._client_lock = threading.RLock()
         self._writer: Writer | None = None
         self._mode: str | None = None
-        self._local_ids: bool | None = None
+        #: local run ids (client stores) -> the MLflow run ids the writer created them as
+        self.run_ids: dict[str, str] = {}
         self._experiments: dict[str, bool] = {}
         #: runs started by this process and not yet ended: run id -> Run
         self.open_runs: dict[str, Any] = {}
@@ -234,10 +241,10 @@ class Backend:
                         _recover_in_background()
         return writer
 
-    def _make_sink(self) -> Sink:
+    def _make_sink(self, recovering: bool = False) -> Sink:
         if self.mode == "sqlite":
             return SqliteSink(self)
-        return ClientSink(self)
+        return ClientSink(self, recovering)
 
     def submit(self, *records: list[Any], sync: bool = True) -> None:
         """Journal and enqueue records for delivery (see :mod:`pcs._writer`)."""
@@ -253,32 +260,45 @@ class Backend:
             return True
         return writer.flush(timeout)
 
-    def new_run_id(
-        self, experiment_id: str, name: str | None, tags: Mapping[str, str], start_ms: int
-    ) -> tuple[str, bool]:
-        """An id for a new run and whether it was created already.
+    def new_run_id(self, experiment_id: str) -> str:
+        """An id for a new run, made here without asking the store (the caller's hot path).
 
-        On the SQLite fast path the id is made here and the run is written
-        later by the writer; otherwise the MLflow client creates the run now.
+        On the SQLite fast path it is the MLflow run id itself (128 random bits
+        in hex, as MLflow makes them), and the writer inserts the run with it.
+        MLflow's client cannot create a run with a given id, so for every other
+        store it is a *local* id (``pcs-local-<hex>``): the writer creates the
+        run and records the id MLflow gave it (:meth:`mlflow_id` resolves it).
         """
-        if self.local_ids:
-            return self.local_run_id(experiment_id), False
-        created = self.create_run(experiment_id, run_name=name, tags=tags, start_time=start_ms)
-        return created.info.run_id, True
-
-    @property
-    def local_ids(self) -> bool:
-        """True when pcs makes run ids itself (the SQLite fast path), else MLflow does."""
-        local = self._local_ids
-        if local is None:
-            local = self._local_ids = self.mode == "sqlite"
-        return local
-
-    def local_run_id(self, experiment_id: str) -> str:
-        """A new run id made here (only when :attr:`local_ids`): 128 random bits in hex."""
         if not self._experiments.get(experiment_id):
             self.check_experiment(experiment_id)
-        return _ids.getrandbits(128).to_bytes(16, "big").hex()
+        hex_id = _ids.getrandbits(128).to_bytes(16, "big").hex()
+        if self.mode == "sqlite":
+            return hex_id
+        return LOCAL_ID_PREFIX + hex_id
+
+    def mlflow_id(self, run_id: str, timeout: float | None = None) -> str:
+        """The MLflow run id of ``run_id``: itself, or what a local id was created as.
+
+        A local id resolves once the writer has created its run: this waits for
+        the writer (up to ``timeout``, default ``PCS_RUN_ID_TIMEOUT`` or 60 s).
+        """
+        if not run_id.startswith(LOCAL_ID_PREFIX):
+            return run_id
+        found = self.run_ids.get(run_id)
+        if found is None:
+            if timeout is None:
+                timeout = float(os.environ.get("PCS_RUN_ID_TIMEOUT", "60"))
+            self.flush(timeout)
+            found = self.run_ids.get(run_id)
+            if found is None:
+                raise StoreError(
+                    f"Run {run_id} has no MLflow run id yet: the tracking store "
+                    f"{self.tracking_uri!r} has not accepted it within {timeout:g} s. Check "
+                    "that the store is reachable; pcs keeps the run's records in its journal "
+                    "and delivers them when the store is back.",
+                    self.tracking_uri,
+                )
+        return found
 
     def check_experiment(self, experiment_id: str) -> None:
         """Raise :class:`StoreError` unless ``experiment_id`` is an active experiment."""
@@ -296,6 +316,11 @@ class Backend:
                 self.tracking_uri,
             ) from None
         except Exception as exc:
+            if self.mode == "client":
+                # Unreachable (a server down, say): record anyway, the writer retries;
+                # an unknown experiment then fails delivery with MLflow's own error.
+                _log.debug("pcs: cannot check experiment %s now: %s", experiment_id, exc)
+                return
             raise StoreError(
                 f"Cannot read experiment {experiment_id!r} from {self.tracking_uri!r}: {exc}. "
                 "Check MLFLOW_TRACKING_URI and that the store is reachable.",
@@ -342,6 +367,7 @@ class Backend:
         if not isinstance(run_id, str) or not run_id:
             raise RunNotFoundError(str(run_id), self.tracking_uri)
         self.flush()
+        run_id = self.mlflow_id(run_id)
         try:
             return self.client.get_run(run_id)
         except MlflowException as exc:
@@ -362,12 +388,14 @@ class Backend:
 
     def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
         """End a run with ``status`` (FINISHED, FAILED or KILLED)."""
-        self.client.set_terminated(run_id, status=status, end_time=end_time or now_ms())
+        self.client.set_terminated(
+            self.mlflow_id(run_id), status=status, end_time=end_time or now_ms()
+        )
 
     def call(self, method: str, run_id: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``MlflowClient.<method>(run_id, *args, **kwargs)`` after a flush."""
         self.flush()
-        return getattr(self.client, method)(run_id, *args, **kwargs)
+        return getattr(self.client, method)(self.mlflow_id(run_id), *args, **kwargs)
 
     def search_runs(self, experiment_ids: list[str], *args: Any, **kwargs: Any) -> Any:
         """``MlflowClient.search_runs`` on this store (after a flush)."""
@@ -408,6 +436,7 @@ class Backend:
     def list_all_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Paths of every artifact file of a run, recursively."""
         self.flush()
+        run_id = self.mlflow_id(run_id)
         out: list[str] = []
         for info in self.client.list_artifacts(run_id, path):
             if info.is_dir:
@@ -421,6 +450,7 @@ class Backend:
         import tempfile
 
         self.flush()
+        run_id = self.mlflow_id(run_id)
         with tempfile.TemporaryDirectory(prefix="pcs-artifact-") as tmp:
             local = self.client.download_artifacts(run_id, path, tmp)
             with open(local, "rb") as fh:
@@ -435,7 +465,7 @@ class Backend:
             local = os.path.join(tmp, name)
             with open(local, "wb") as fh:
                 fh.write(data)
-            self.client.log_artifact(run_id, local, directory or None)
+            self.client.log_artifact(self.mlflow_id(run_id), local, directory or None)
 
     # -- replay and portability --
     def find_runs_by_tag(self, key: str, value: str) -> list[MlflowRun]:
@@ -466,7 +496,7 @@ class Backend:
 
         ts = timestamp if timestamp is not None else now_ms()
         self.client.log_batch(
-            run_id,
+            self.mlflow_id(run_id),
             metrics=[Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
@@ -474,11 +504,11 @@ class Backend:
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove the tag ``key`` from a run."""
-        self.client.delete_tag(run_id, key)
+        self.client.delete_tag(self.mlflow_id(run_id), key)
 
     def delete_run(self, run_id: str) -> None:
         """Mark a run deleted (MLflow's soft delete; searches no longer return it)."""
-        self.client.delete_run(run_id)
+        self.client.delete_run(self.mlflow_id(run_id))
 
 
 def _detect_mode(backend: Backend) -> str:
@@ -815,47 +845,107 @@ def _connect(uri: str) -> sqlite3.Connection:
 
 
 class ClientSink:
-    """Delivers batches through the stock MLflow client (any store, e.g. an HTTP server)."""
+    """Delivers batches through the stock MLflow client (any store, e.g. an HTTP server).
 
-    def __init__(self, backend: Backend) -> None:
+    Runs are recorded under local ids (see :meth:`Backend.new_run_id`): this
+    sink creates each run through ``MlflowClient.create_run`` — tagged
+    ``pcs.local_run_id`` — and maps the local id to MLflow's in
+    ``backend.run_ids``, for every later record and for ``mlflow.parentRunId``
+    tags. After a failed delivery, and in recovery, a run is first looked up by
+    that tag, so a run whose creation succeeded but went unacknowledged is not
+    created twice.
+    """
+
+    def __init__(self, backend: Backend, recovering: bool = False) -> None:
         self.backend = backend
         self.materializer = Materializer()
+        self.search_first = recovering
 
     def deliver(self, records: list[list[Any]]) -> None:
+        try:
+            self._deliver(records)
+        except Exception:
+            self.search_first = True  # a run may have been created without our knowing
+            raise
+        self.search_first = False
+
+    def _deliver(self, records: list[list[Any]]) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         batch = self.materializer.materialize(records)
         client = self.backend.client
-        per_run: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+        per_run: dict[str, tuple[list[Any], list[Any], dict[str, str]]] = {}
         for (run_id, key), value in batch.tags.items():
-            per_run.setdefault(run_id, ([], [], []))[2].append(RunTag(key, value))
+            per_run.setdefault(run_id, ([], [], {}))[2][key] = value
         for (run_id, key), value in batch.params.items():
-            per_run.setdefault(run_id, ([], [], []))[1].append(Param(key, value))
+            per_run.setdefault(run_id, ([], [], {}))[1].append(Param(key, value))
         for run_id, name, number, timestamp, step in batch.metrics:
-            per_run.setdefault(run_id, ([], [], []))[0].append(
+            per_run.setdefault(run_id, ([], [], {}))[0].append(
                 Metric(name, number, timestamp, step)
             )
-        for run_id in batch.runs:
-            if run_id not in batch.precreated:
-                _log.error(
-                    "pcs: run %s was journaled without being created and cannot be created "
-                    "through the MLflow client with that id; skipped.", run_id,
-                )
-        for run_id, (metrics, params, tags) in per_run.items():
-            for start in range(0, max(len(metrics), len(params), len(tags)), 100):
+        for run_id, new in batch.runs.items():  # in record order: parents before children
+            tags = per_run.get(run_id, ([], [], {}))[2]
+            if run_id.startswith(LOCAL_ID_PREFIX) and run_id not in self.backend.run_ids:
+                self._create(run_id, new, tags)
+                tags.clear()  # given at creation
+        for run_id, (metrics, params, tag_map) in per_run.items():
+            real = self._real(run_id)
+            rows = [RunTag(k, self._real(v) if k == PARENT_RUN_ID_TAG else v)
+                    for k, v in tag_map.items()]
+            for start in range(0, max(len(metrics), len(params), len(rows)), 100):
                 client.log_batch(
-                    run_id,
+                    real,
                     metrics=metrics[start:start + 100],
                     params=params[start:start + 100],
-                    tags=tags[start:start + 100],
+                    tags=rows[start:start + 100],
                 )
         for run_id, path, data in batch.artifacts:
-            self.backend.log_artifact_bytes(run_id, path, data)
+            self.backend.log_artifact_bytes(self._real(run_id), path, data)
         for run_id, run in batch.runs.items():
-            if run.end_ms is not None and run_id in batch.precreated:
-                client.set_terminated(run_id, status=run.status, end_time=run.end_ms)
+            if run.end_ms is not None:
+                client.set_terminated(self._real(run_id), status=run.status,
+                                      end_time=run.end_ms)
         for run_id, (status, end) in batch.ends.items():
-            client.set_terminated(run_id, status=status, end_time=end)
+            client.set_terminated(self._real(run_id), status=status, end_time=end)
+
+    def _create(self, local: str, new: NewRun, tags: dict[str, str]) -> None:
+        found = self._find(local, new.experiment_id) if self.search_first else None
+        if found is None:
+            parent = tags.get(PARENT_RUN_ID_TAG)
+            created = self.backend.client.create_run(
+                new.experiment_id,
+                start_time=new.start_ms,
+                tags={
+                    **tags,
+                    **({PARENT_RUN_ID_TAG: self._real(parent)} if parent else {}),
+                    LOCAL_RUN_ID_TAG: local,
+                },
+                run_name=new.name,
+            )
+            found = created.info.run_id
+        self.backend.run_ids[local] = found
+
+    def _real(self, run_id: str) -> str:
+        """The MLflow id of a run created earlier (by this process or a dead one)."""
+        if not run_id.startswith(LOCAL_ID_PREFIX):
+            return run_id
+        found = self.backend.run_ids.get(run_id) or self._find(run_id, None)
+        if found is None:
+            raise RunNotFoundError(run_id, self.backend.tracking_uri)
+        self.backend.run_ids[run_id] = found
+        return found
+
+    def _find(self, local: str, experiment_id: str | None) -> str | None:
+        """The MLflow id of the run tagged ``pcs.local_run_id`` = ``local``, if any."""
+        client = self.backend.client
+        if experiment_id is not None:
+            experiments = [experiment_id]
+        else:
+            experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+        runs = client.search_runs(
+            experiments, filter_string=f"tags.`{LOCAL_RUN_ID_TAG}` = '{local}'", max_results=1
+        )
+        return str(runs[0].info.run_id) if runs else None
 
 
 # -- process lifecycle ----------------------------------------------------------------

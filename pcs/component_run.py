@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pcs import _backend, _canon
 from pcs._backend import Backend, get_backend
 from pcs._canon import is_deferrable
-from pcs._records import PARENT_RUN_ID_TAG
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import PcsError, UntrustedPickleError
@@ -139,19 +138,12 @@ class ComponentRun(Run):
         run._parent_id = parent_id
         run._experiment_id = experiment_id
         start = time.time_ns() // 1_000_000
-        if backend.local_ids:
-            run_id, created = backend.local_run_id(experiment_id), False
-        else:
-            first_tags = {cls.PCS_RUN_TAG: "True", cls.IS_COMPONENT_RUN_TAG: "True"}
-            if parent_id:
-                first_tags[PARENT_RUN_ID_TAG] = parent_id
-            run_id, created = backend.new_run_id(experiment_id, name, first_tags, start)
-        run._run_id = run_id
+        run._run_id = run_id = backend.new_run_id(experiment_id)
         run._pending = (component, entry_point, calls)
         run._reasons = reasons
         key = component.identifier
         record = ["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
-                  calls, reasons, params, extra_tags, created]
+                  calls, reasons, params, extra_tags, False]
         records = [record]
         if blobs:
             for digest, blob in blobs.items():

@@ -80,7 +80,7 @@ def recover(journal_dir: str | os.PathLike[str] | None = None) -> RecoveryReport
 def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
     header = found.header
     backend = get_backend(str(header["tracking_uri"]))
-    sink = backend._make_sink()
+    sink = backend._make_sink(recovering=True)
     started: set[str] = set()
     ended: set[str] = set()
     pending: list[list[object]] = []
@@ -109,4 +109,5 @@ def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
     if pending:
         sink.deliver(pending)
         delivered += len(pending)
-    return delivered, open_runs
+    # Client stores: report the MLflow ids the local ids were created as.
+    return delivered, [backend.run_ids.get(run_id, run_id) for run_id in open_runs]

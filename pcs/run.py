@@ -114,7 +114,7 @@ class Run:
         experiment_id = str(experiment_id) if experiment_id is not None else None
         all_tags: dict[str, str] = {self.PCS_RUN_TAG: "True"}
         if isinstance(parent, Run):
-            self._parent_id = parent.identifier
+            self._parent_id = parent._run_id  # a local id is resolved by the writer
             if experiment_id is None:
                 experiment_id = parent.experiment_id
         elif parent:
@@ -132,18 +132,22 @@ class Run:
         experiment_id = experiment_id or self.DEFAULT_EXPERIMENT_ID
         self._experiment_id = experiment_id
         start = now_ms()
-        run_id, created = self._backend.new_run_id(experiment_id, name, all_tags, start)
-        self._run_id = run_id
+        self._run_id = run_id = self._backend.new_run_id(experiment_id)
         self._backend.submit(["R", run_id, experiment_id, name, start, all_tags, str_params,
-                              created])
+                              False])
         self._interrupted_at_exit = False  # an explicit Run() left open ends FINISHED at exit
         self._backend.open_runs[run_id] = self
 
     # -- identity ---------------------------------------------------------
     @property
     def identifier(self) -> str:
-        """The MLflow run id."""
-        return self._run_id
+        """The MLflow run id.
+
+        On a store other than the default SQLite one, MLflow chooses the id
+        when pcs's writer creates the run, so the first read may wait for the
+        writer (see :meth:`pcs._backend.Backend.mlflow_id`).
+        """
+        return self._backend.mlflow_id(self._run_id)
 
     @property
     def experiment_id(self) -> str:
@@ -180,7 +184,7 @@ class Run:
 
     def __reduce__(self) -> tuple[Any, tuple[type[Run], str, str]]:
         # A Run crosses process boundaries as a handle: its class, id and store.
-        return (_run_from_handle, (type(self), self._run_id, self.tracking_uri))
+        return (_run_from_handle, (type(self), self.identifier, self.tracking_uri))
 
     # -- lifecycle --------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:

@@ -37,7 +37,8 @@ class CapturedRun:
 
     run: Run
     name: str | None
-    parent_id: str | None
+    #: the parent's id as recorded (a local id on client stores; see parent_id)
+    parent_key: str | None
     is_component_run: bool
     arguments: dict[str, Any] = field(default_factory=dict)
     status: str | None = None
@@ -47,6 +48,13 @@ class CapturedRun:
     @property
     def run_id(self) -> str:
         return self.run.identifier
+
+    @property
+    def parent_id(self) -> str | None:
+        """The MLflow run id of the parent run, or None for a root run."""
+        if self.parent_key is None:
+            return None
+        return self.run._backend.mlflow_id(self.parent_key)
 
 
 class CapturedRuns(list[CapturedRun]):
@@ -82,7 +90,7 @@ def capture_runs() -> Iterator[CapturedRuns]:
                 record = CapturedRun(
                     run=run,
                     name=run._name,
-                    parent_id=run._parent_id,
+                    parent_key=run._parent_id,
                     is_component_run=isinstance(run, ComponentRun),
                 )
                 if isinstance(run, ComponentRun) and (

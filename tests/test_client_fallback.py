@@ -6,7 +6,15 @@ through the stock client that the fast path bypasses.
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import parent_of
@@ -65,3 +73,139 @@ def test_failure_status_and_traceback(client: MlflowClient) -> None:
     assert stored.info.status == "FAILED"
     assert stored.data.tags["pcs.error.type"] == "builtins.KeyError"
     assert "pcs.traceback.txt" in [f.path for f in client.list_artifacts(run.identifier)]
+
+
+def test_no_store_call_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting a run or a tracked call asks nothing of the store: the writer creates it."""
+    calls: list[str] = []
+    real = MlflowClient.create_run
+
+    def create_run(self: MlflowClient, *args: object, **kwargs: object) -> object:
+        calls.append(threading.current_thread().name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_run)
+    with pcs.run("outer"):
+        assert add(1) == 3
+    assert pcs.flush(60)
+    assert len(calls) == 2
+    assert set(calls) == {"pcs-writer"}
+
+
+def test_store_down_then_back_delivers_exactly_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, client: MlflowClient,
+    tracking_uri: str,
+) -> None:
+    """An unreachable store: calls run on, one warning, ids wait; back up: all land once."""
+    import requests
+
+    down = threading.Event()
+    down.set()
+
+    def unreachable(name: str) -> object:
+        real = getattr(MlflowClient, name)
+
+        def call(self: MlflowClient, *args: object, **kwargs: object) -> object:
+            if down.is_set():
+                raise requests.exceptions.ConnectionError(f"{tracking_uri} refused ({name})")
+            return real(self, *args, **kwargs)
+
+        return call
+
+    for name in ("create_run", "log_batch", "set_terminated", "log_artifact", "search_runs"):
+        monkeypatch.setattr(MlflowClient, name, unreachable(name))
+    monkeypatch.setenv("PCS_RUN_ID_TIMEOUT", "0.5")
+    stock = MlflowClient(tracking_uri=tracking_uri)
+    with caplog.at_level(logging.WARNING, logger="pcs"):
+        with pcs.run("outage") as outer:
+            assert [add(i) for i in range(20)] == [i + 2 for i in range(20)]
+            with pytest.raises(pcs.StoreError, match="no MLflow run id yet"):
+                outer.identifier  # noqa: B018 - the store cannot have created it
+        assert not pcs.flush(timeout=0.5)
+        down.clear()
+        assert pcs.flush(60)
+    warnings = [r for r in caplog.records if "cannot write to the tracking store" in r.getMessage()]
+    assert len(warnings) == 1
+    runs = stock.search_runs(["0"], max_results=100)
+    calls = [r for r in runs if r.data.tags.get("pcs.entry_point") == "add"]
+    assert sorted(int(r.data.params["arg.a"]) for r in calls) == list(range(20))
+    assert len(runs) == 21  # exactly once each
+    root = outer.identifier
+    assert stock.get_run(root).info.status == "FINISHED"
+    assert {parent_of(client, r.info.run_id) for r in calls} == {root}
+    assert {r.info.status for r in calls} == {"FINISHED"}
+    for run in calls:
+        assert run.data.tags["pcs.local_run_id"].startswith("pcs-local-")
+        assert ComponentRun.from_existing_run_id(run.info.run_id).return_value == (
+            int(run.data.params["arg.a"]) + 2
+        )
+
+
+def test_unacknowledged_creation_is_not_repeated(
+    monkeypatch: pytest.MonkeyPatch, tracking_uri: str
+) -> None:
+    """The store created the run but the answer was lost: the retry finds it by tag."""
+    import requests
+
+    lost = threading.Event()
+    lost.set()
+    real = MlflowClient.create_run
+
+    def create_run(self: MlflowClient, *args: object, **kwargs: object) -> object:
+        created = real(self, *args, **kwargs)
+        if lost.is_set():
+            lost.clear()
+            raise requests.exceptions.ReadTimeout("the answer was lost")
+        return created
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_run)
+    assert add(5) == 7
+    run = pcs.last_run()
+    assert run is not None
+    assert pcs.flush(60)
+    runs = MlflowClient(tracking_uri=tracking_uri).search_runs(["0"])
+    assert [r.info.run_id for r in runs] == [run.identifier]
+
+
+def test_sigkill_then_recovery_exactly_once(tmp_path: Path, tracking_uri: str) -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal
+        import pcs
+        from pcs import _backend
+
+        def detect(backend):
+            backend.client
+            return "client"
+
+        _backend._detect_mode = detect
+
+        @pcs.tracked
+        def step(i):
+            return i * 2
+
+        with pcs.run("doomed") as r:
+            for i in range(40):
+                step(i)
+            print(r.identifier, flush=True)
+            for i in range(40, 60):
+                step(i)
+            print("returned 60", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    root, said = done.stdout.strip().splitlines()[-2:]
+    assert said == "returned 60"
+    report = pcs.recover()
+    assert root in report.killed_runs
+    stock = MlflowClient(tracking_uri=tracking_uri)
+    steps = [r for r in stock.search_runs(["0"], max_results=200)
+             if r.data.tags.get("pcs.entry_point") == "step"]
+    assert sorted(int(r.data.params["arg.i"]) for r in steps) == list(range(60))
+    assert {r.info.status for r in steps} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in steps} == {root}
+    assert stock.get_run(root).info.status == "KILLED"
+    assert pcs.recover().journals == []
