@@ -860,6 +860,8 @@ class ClientSink:
         self.backend = backend
         self.materializer = Materializer()
         self.search_first = recovering
+        #: when the last request to the store completed (the writer watches for stalls)
+        self.progress = 0.0
 
     def deliver(self, records: list[list[Any]]) -> None:
         try:
@@ -899,14 +901,17 @@ class ClientSink:
                     params=params[start:start + 100],
                     tags=rows[start:start + 100],
                 )
+                self.progress = time.monotonic()
         for run_id, path, data in batch.artifacts:
             self.backend.log_artifact_bytes(self._real(run_id), path, data)
+            self.progress = time.monotonic()
         for run_id, run in batch.runs.items():
             if run.end_ms is not None:
-                client.set_terminated(self._real(run_id), status=run.status,
-                                      end_time=run.end_ms)
+                _terminate(client, self._real(run_id), run.status, run.end_ms)
+                self.progress = time.monotonic()
         for run_id, (status, end) in batch.ends.items():
-            client.set_terminated(self._real(run_id), status=status, end_time=end)
+            _terminate(client, self._real(run_id), status, end)
+            self.progress = time.monotonic()
 
     def _create(self, local: str, new: NewRun, tags: dict[str, str]) -> None:
         found = self._find(local, new.experiment_id) if self.search_first else None
@@ -923,6 +928,7 @@ class ClientSink:
                 run_name=new.name,
             )
             found = created.info.run_id
+            self.progress = time.monotonic()
         self.backend.run_ids[local] = found
 
     def _real(self, run_id: str) -> str:
@@ -1069,6 +1075,23 @@ def end_open_runs(status: str, timeout: float | None = None) -> int:
                              exc)
         backend.flush(timeout)
     return count
+
+
+def _terminate(client: Any, run_id: str, status: str, end_ms: int) -> None:
+    """``set_terminated`` without what it adds on REST stores for interactive use:
+    an extra ``get_run`` round trip and two "View run" lines on stdout per run."""
+    serialized = client if isinstance(client, _Serialized) else None
+    inner = serialized._client if serialized is not None else client
+    store = getattr(getattr(inner, "_tracking_client", None), "store", None)
+    update = getattr(store, "update_run_info", None)
+    if update is None or serialized is None:
+        client.set_terminated(run_id, status=status, end_time=end_ms)
+        return
+    from mlflow.entities import RunStatus
+
+    with serialized._lock:
+        update(run_id, run_status=RunStatus.from_string(status), end_time=end_ms,
+               run_name=None)
 
 
 class _Serialized:

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from pcs._journal import Journal
 
-__all__ = ["BATCH", "MAX_PENDING", "Sink", "Writer"]
+__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer"]
 
 _log = logging.getLogger("pcs")
 
@@ -56,6 +56,8 @@ BATCH = 2000
 MAX_PENDING = 20_000
 #: Seconds the writer waits for a batch to fill before delivering a small one.
 LINGER = 0.02
+#: Seconds without progress after which a delivery counts as failing (``PCS_STALL_SECONDS``).
+STALL = 10.0
 
 
 class Sink(Protocol):
@@ -106,6 +108,8 @@ class Writer:
         self._warned = False
         self._closed = False
         self._known_components: set[str] = set()
+        self._delivering_since: float | None = None  # a delivery is under way since then
+        self._stall = float(os.environ.get("PCS_STALL_SECONDS", STALL))
         #: calls started but not yet published: (records, (component key, spec fields))
         self._starts: deque[tuple[list[list[Any]], tuple[str, Callable[[], Any]]]] = deque()
         atexit.register(self._at_exit)
@@ -173,6 +177,8 @@ class Writer:
             except OSError as exc:
                 self._disable_journal(exc)
                 spill = False
+        if self._delivering_since is not None and not self._warned:
+            self._check_stall()
         was_empty = not queue
         if spill:
             self._spilled += len(records)
@@ -187,6 +193,7 @@ class Writer:
     def _wait_for_room(self) -> bool:
         """Backpressure (the lock is held): wait for room; True to spill to the journal."""
         while self._spilled or len(self._queue) >= self._max_pending:
+            self._check_stall()
             if self._spilled or (self._failing_since is not None and self.journal):
                 # The store is down: memory stays bounded, the journal keeps the rest.
                 return True
@@ -209,6 +216,7 @@ class Writer:
                 while self._delivered < target:
                     if not self._thread_alive():
                         self._start()
+                    self._check_stall()
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
@@ -259,11 +267,13 @@ class Writer:
                         journal.sync()  # write-ahead: nothing reaches MLflow unjournaled
                     except OSError as exc:
                         self._disable_journal(exc)
+            self._delivering_since = time.monotonic()
             try:
                 if self._sink is None:
                     self._sink = self._sink_factory()
                 self._sink.deliver(batch)
             except Exception as exc:  # the store is down, locked, full, or pcs has a bug
+                self._delivering_since = None
                 if not _transient(exc) and self._sink is not None:
                     self._deliver_one_by_one(self._sink, batch, exc)
                 else:
@@ -271,6 +281,7 @@ class Writer:
                     time.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter
                     backoff = min(backoff * 2, 5.0)
                     continue
+            self._delivering_since = None
             backoff = 0.05
             if self._failing_since is not None:
                 _log.warning("pcs: the tracking store is reachable again; delivery resumed.")
@@ -318,6 +329,21 @@ class Writer:
         first = self._delivered + 1
         self._queue.extend(journal.read(first, count))
         self._spilled -= count
+
+    def _check_stall(self) -> None:
+        """A delivery that has made no progress for :data:`STALL` seconds counts as a
+        failure: warn once, and let callers spill to the journal instead of waiting.
+
+        (MLflow's REST client retries a refused connection for minutes before it
+        raises; pcs does not wait for that to tell the user, or to stop blocking.)
+        """
+        since = self._delivering_since
+        if since is None:
+            return
+        last = max(since, getattr(self._sink, "progress", 0.0))
+        quiet = time.monotonic() - last
+        if quiet > self._stall:
+            self._report_failure(TimeoutError(f"no answer for {quiet:.0f} s"))
 
     def _report_failure(self, exc: Exception) -> None:
         if self._failing_since is None:
