@@ -454,8 +454,8 @@ class Run:
         if artifacts is not None:
             fields["artifacts"] = artifacts
         if flatten:
-            return {"identifier": self._run_id, **fields}
-        return {self._run_id: fields}
+            return {"identifier": info.run_id, **fields}
+        return {info.run_id: fields}
 
     def to_registry(
         self,
