@@ -209,3 +209,38 @@ def test_sigkill_then_recovery_exactly_once(tmp_path: Path, tracking_uri: str) -
     assert {r.data.tags["mlflow.parentRunId"] for r in steps} == {root}
     assert stock.get_run(root).info.status == "KILLED"
     assert pcs.recover().journals == []
+
+
+def test_threads_nest_correctly_through_local_ids(client: MlflowClient) -> None:
+    """Many threads, nested calls: every local parent id maps to the right MLflow run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    @pcs.tracked
+    def inner(t: int, i: int) -> int:
+        return add(t, i)
+
+    @pcs.tracked
+    def worker(t: int) -> int:
+        return sum(inner(t, i) for i in range(5))
+
+    with pcs.run("threads") as root, ThreadPoolExecutor(8) as pool:
+        totals = list(pool.map(pcs.bind(worker), range(16)))
+    assert totals == [sum(t + i for i in range(5)) for t in range(16)]
+    assert pcs.flush(120)
+    runs = {r.info.run_id: r for r in client.search_runs(["0"], max_results=1000)}
+    assert len(runs) == 1 + 16 * (1 + 5 * 2)
+    by_entry: dict[str, list[object]] = {}
+    for run in runs.values():
+        by_entry.setdefault(run.data.tags.get("pcs.entry_point", "root"), []).append(run)
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_entry["worker"]} == {  # type: ignore[attr-defined]
+        root.identifier
+    }
+    for call in by_entry["inner"]:
+        parent = runs[call.data.tags["mlflow.parentRunId"]]  # type: ignore[attr-defined]
+        assert parent.data.tags["pcs.entry_point"] == "worker"
+        assert parent.data.params["arg.t"] == call.data.params["arg.t"]  # type: ignore[attr-defined]
+    for call in by_entry["add"]:
+        parent = runs[call.data.tags["mlflow.parentRunId"]]  # type: ignore[attr-defined]
+        assert parent.data.tags["pcs.entry_point"] == "inner"
+        assert parent.data.params["arg.i"] == call.data.params["arg.b"]  # type: ignore[attr-defined]
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
