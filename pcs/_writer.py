@@ -121,8 +121,8 @@ class Writer:
         The records are *published* — journaled and enqueued, after the
         component's "K" record the first time — by the next :meth:`submit`
         from any thread (at the latest the call's own end), by :meth:`flush`,
-        or by the writer thread within :data:`LINGER` seconds. Every record
-        submitted later is ordered after them. They are not acknowledged to the
+        or by the writer thread before its next batch. Every record submitted
+        later is ordered after them. They are not acknowledged to the
         user before the call ends, so the journal may receive them late.
         """
         self._starts.append((records, component))  # deque.append: atomic
@@ -145,9 +145,13 @@ class Writer:
         are not acknowledged to the user yet.
         """
         with self._lock:  # the Condition's own lock: cheaper to take than the Condition
+            spill = False
+            if self._spilled or len(self._queue) >= self._max_pending:
+                spill = self._wait_for_room()  # may release the lock while it waits
+            # From here to the end the lock is held: what is taken is enqueued in order.
             if self._starts:
                 records = [*self._take_starts(), *records]
-            self._enqueue(records, sync, wait=True)
+            self._enqueue(records, sync, spill)
 
     def _take_starts(self) -> list[list[Any]]:
         """The records of the calls started since the last publication (the lock is held)."""
@@ -163,13 +167,14 @@ class Writer:
             out.extend(records)
         return out
 
+    def _publish_starts(self) -> None:
+        """Journal and enqueue the calls started so far (the lock is held; never waits)."""
+        self._enqueue(self._take_starts(), False, bool(self._spilled))
+
     def _enqueue(self, records: list[list[Any]] | tuple[list[Any], ...], sync: bool,
-                 wait: bool) -> None:
-        """Journal and enqueue (the lock is held); ``wait``: apply backpressure."""
+                 spill: bool) -> None:
+        """Journal and enqueue, or with ``spill`` journal only (the lock is held)."""
         queue = self._queue
-        spill = False
-        if self._spilled or len(queue) >= self._max_pending:
-            spill = self._wait_for_room() if wait else bool(self._spilled)
         journal = self.journal
         if journal is not None:
             try:
@@ -208,7 +213,7 @@ class Writer:
         cond = self._cond
         with cond:
             if self._starts:
-                self._enqueue(self._take_starts(), False, wait=False)
+                self._publish_starts()
             target = self._enqueued
             self._flushing += 1
             try:
@@ -245,7 +250,7 @@ class Writer:
             with cond:
                 while not self._queue:
                     if self._starts:
-                        self._enqueue(self._take_starts(), False, wait=False)
+                        self._publish_starts()
                         continue
                     if self._spilled and self.journal is not None:
                         self._reload_spilled(self.journal)
@@ -259,7 +264,7 @@ class Writer:
                     # Linger a moment: larger batches, fewer transactions, less GIL churn.
                     cond.wait(LINGER)
                 if self._starts:
-                    self._enqueue(self._take_starts(), False, wait=False)
+                    self._publish_starts()
                 batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
                 journal = self.journal
                 if journal is not None:

@@ -207,3 +207,31 @@ def test_journal_lines_hold_one_record_or_a_group(tmp_path: Path) -> None:
         (False, "G"), (False, "T"), (True, "A"), (True, "E"), (True, "P")
     ]
     found.release()
+
+
+def test_backpressure_keeps_every_run_in_order(client: MlflowClient) -> None:
+    """Threads blocked on a full queue never let a call's end overtake its start."""
+    import threading
+
+    from pcs import _backend
+
+    writer = _backend.get_backend().writer
+    writer._max_pending = 6  # constant backpressure
+
+    @pcs.tracked
+    def leaf(t: int, i: int) -> int:
+        return t * i
+
+    def work(t: int) -> None:
+        for i in range(30):
+            leaf(t, i)
+
+    threads = [threading.Thread(target=pcs.bind(work), args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert pcs.flush(120)
+    runs = client.search_runs(["0"], max_results=1000)
+    assert len(runs) == 240
+    assert {r.info.status for r in runs} == {"FINISHED"}
