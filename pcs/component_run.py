@@ -154,20 +154,6 @@ class ComponentRun(Run):
         backend.open_runs[run_id] = run
         return run
 
-    def _finish(self, status: str, returned: list[Any] | None) -> None:
-        """End a tracked call's run (the hot path of :meth:`Run.end`, arguments trusted)."""
-        if self._ended_status is not None:
-            return
-        if _backend.process_id != self._owner_pid:
-            return  # a forked child inherited this run: not ours to end
-        self._ended_status = status
-        backend = self._backend
-        backend.open_runs.pop(self._run_id, None)
-        record = ["E", self._run_id, status, time.time_ns() // 1_000_000]
-        if returned is not None:
-            record.append(returned)
-        (backend._writer or backend.writer).submit([record], True)
-
     # -- what was recorded ---------------------------------------------------
     @property
     def run_command(self) -> RunCommand:

@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import sys
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -197,6 +198,14 @@ class Run:
                 f"Run {self._run_id}: end(status={status!r}) is not a final status; "
                 f"use one of {', '.join(_TERMINAL)}."
             )
+        returned, self._end_extra = self._end_extra, None
+        self._finish(status, returned)
+
+    def _finish(self, status: str, returned: list[Any] | None) -> None:
+        """Write the run's end record (``status`` already checked; a tracked call's hot path).
+
+        ``returned``: a tracked call's return value ``[format, payload]``, or None.
+        """
         if self._ended_status is not None:
             return
         if _backend.process_id != self._owner_pid:
@@ -205,13 +214,12 @@ class Run:
                        self._owner_pid)
             return
         self._ended_status = status
-        self._backend.open_runs.pop(self._run_id, None)
-        record = ["E", self._run_id, status, now_ms()]
-        pending = self._end_extra
-        if pending is not None:
-            record.append(pending)
-            self._end_extra = None
-        self._backend.submit(record)
+        backend = self._backend
+        backend.open_runs.pop(self._run_id, None)
+        record = ["E", self._run_id, status, time.time_ns() // 1_000_000]
+        if returned is not None:
+            record.append(returned)
+        (backend._writer or backend.writer).submit([record], True)
 
     def __enter__(self) -> Run:
         return self
