@@ -43,6 +43,7 @@ from typing import Any, Final, TypeAlias
 from pcs.exceptions import EncodingError, SpecError, UsageError
 
 __all__ = [
+    "DEFERRABLE_INT",
     "FORMAT",
     "MAX_DEPTH",
     "REPR_LIMIT",
@@ -671,8 +672,8 @@ def encode(value: Any, *, strict: bool = False, root: str = "value") -> Tree:
 
 
 # ------------------------------------------------------------------ deferred scalars
-#: ints within this bound are exact in every JSON reader pcs uses (orjson: 64 bits)
-_DEFERRABLE_INT: Final = 2**62
+DEFERRABLE_INT: Final = 2**62
+"""Deferrable ints lie strictly within ±this: exact in every JSON reader pcs uses."""
 
 
 def is_deferrable(value: Any) -> bool:
@@ -688,7 +689,7 @@ def is_deferrable(value: Any) -> bool:
     if kind is float:
         return bool(value - value == 0.0)  # False for nan and the infinities
     if kind is int:
-        return bool(-_DEFERRABLE_INT < value < _DEFERRABLE_INT)
+        return bool(-DEFERRABLE_INT < value < DEFERRABLE_INT)
     if kind is str:
         return bool(value.isascii())
     return kind is bool or value is None

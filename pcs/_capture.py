@@ -30,7 +30,7 @@ from pcs import _canon
 from pcs._records import MAX_PARAM_VALUE_LENGTH, param_key
 from pcs.secret import Secret
 
-__all__ = ["MAX_INLINE_BYTES", "Captured", "capture", "is_secret_name", "param_key"]
+__all__ = ["MAX_INLINE_BYTES", "SHORT_STR", "Captured", "capture", "is_secret_name", "param_key"]
 
 #: Encoded arguments larger than this are stored as artifacts, by digest.
 MAX_INLINE_BYTES = 64 * 1024
@@ -42,7 +42,9 @@ _SECRET_NAME = re.compile(
 )
 _URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+@")
 _SCALARS = (str, int, float, bool, type(None))
-_SHORT_STR = 4096  # at most 6 bytes per character once encoded: far below MAX_INLINE_BYTES
+#: strings up to this many characters are scalars: at most 6 bytes per character once
+#: encoded, far below MAX_INLINE_BYTES, and within MLflow's param value limit
+SHORT_STR = 4096
 
 
 def is_secret_name(name: str) -> bool:
@@ -83,8 +85,8 @@ def capture(
             kind is float
             or kind is bool
             or value is None
-            or (kind is str and len(value) <= _SHORT_STR)
-            or (kind is int and value.bit_length() < _SHORT_STR)
+            or (kind is str and len(value) <= SHORT_STR)
+            or (kind is int and value.bit_length() < SHORT_STR)
         )
         if scalar and (kind is not str or "://" not in value):
             # The hot path: a plain scalar under a name known to be innocuous.

@@ -26,7 +26,8 @@ import wrapt
 
 from pcs import _events, _stack
 from pcs._backend import get_backend
-from pcs._capture import Captured, capture, is_secret_name
+from pcs._canon import DEFERRABLE_INT
+from pcs._capture import SHORT_STR, Captured, capture, is_secret_name
 from pcs.component import Component
 from pcs.component_run import RETURN_FORMATS, ComponentRun, return_payload
 from pcs.exceptions import UsageError
@@ -41,9 +42,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 INIT_ATTR = "__pcs_init_arguments__"
 TRACKED_CLASS_ATTR = "__pcs_tracked_class__"
 
-#: the hot path's bounds on scalar arguments (see _Tracker.fast_arguments)
-_FAST_STR = 4096  # characters: far below the 64 KiB inline limit and MLflow's param limit
-_FAST_INT = 2**62
+#: the hot path's bounds on scalar arguments (see _Tracker.fast_arguments): those of the
+#: argument policy and of deferred encoding, bound to module globals for speed
+_FAST_STR = SHORT_STR
+_FAST_INT = DEFERRABLE_INT
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
