@@ -172,16 +172,11 @@ class Journal:
         """Records ``first`` .. ``first + count - 1`` back from the file."""
         self.sync()
         out: list[list[Any]] = []
-        seq = 0  # the header line is record 0
-        for index, raw in enumerate(_lines(self.path)):
-            if index == 0:
-                continue
-            for record in _split(json.loads(raw)):
-                seq += 1
-                if seq >= first + count:
-                    return out
-                if seq >= first:
-                    out.append(record)
+        for seq, record in _numbered_records(self.path):
+            if seq >= first + count:
+                break
+            if seq >= first:
+                out.append(record)
         return out
 
     def mark_done(self, seq: int) -> None:
@@ -250,21 +245,8 @@ class JournalFile:
                         done = max(done, int(line))
         except FileNotFoundError:
             pass
-        seq = 0
-        for index, raw in enumerate(_lines(self.path)):
-            if index == 0:
-                continue
-            if not raw.endswith(b"\n"):
-                _log.warning("pcs: ignoring a torn last line in journal %s", self.path)
-                return
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                _log.warning("pcs: ignoring an unreadable line %d of %s", index, self.path)
-                continue
-            for record in _split(line):
-                seq += 1
-                yield seq > done, record
+        for seq, record in _numbered_records(self.path):
+            yield seq > done, record
 
     def finish(self) -> None:
         """Everything was delivered: remove the journal and release it."""
@@ -328,11 +310,30 @@ def dead_journals(directory: Path, stale_after: float = 300.0) -> Iterator[Journ
         yield JournalFile(path, header, fd)
 
 
-def _split(line: Any) -> list[list[Any]]:
-    """The records of one journal line: a record ``[tag, ...]`` or a list of records."""
-    if isinstance(line, list) and line and isinstance(line[0], list):
-        return line
-    return [line]
+def _numbered_records(path: Path) -> Iterator[tuple[int, list[Any]]]:
+    """(number, record) for every record of a journal, numbered from 1 after the header.
+
+    A line holds one record ``[tag, ...]`` or a list of records. A torn last
+    line (its writer died mid-copy) ends the journal; an unreadable line is
+    skipped, both with a warning.
+    """
+    seq = 0
+    for index, raw in enumerate(_lines(path)):
+        if index == 0:
+            continue
+        if not raw.endswith(b"\n"):
+            _log.warning("pcs: ignoring a torn last line in journal %s", path)
+            return
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            _log.warning("pcs: ignoring an unreadable line %d of %s", index, path)
+            continue
+        records = line if isinstance(line, list) and line and isinstance(line[0], list) \
+            else [line]
+        for record in records:
+            seq += 1
+            yield seq, record
 
 
 def _lines(path: Path) -> Iterator[bytes]:
