@@ -35,6 +35,7 @@ from pcs._backend import (
     MAX_PARAM_KEY_LENGTH,
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
+    PARENT_RUN_ID_TAG,
     Backend,
     get_backend,
 )
@@ -52,7 +53,7 @@ from pcs.exceptions import (
 )
 from pcs.registry import KINDS, InMemoryRegistry, Registry
 from pcs.replay import IMPORTED_FROM_TAG, IMPORTING_FROM_TAG, RERUN_OF_TAG
-from pcs.run import Run, _run_from_handle
+from pcs.run import _TERMINAL, Run, _run_from_handle
 from pcs.run_command import RunCommand
 
 __all__ = [
@@ -70,8 +71,6 @@ IMPORTED_PARENT_TAG: Final = "pcs.imported_parent"
 IMPORTED_STATUS_TAG: Final = "pcs.imported_status"
 """Tag of an imported run that was not finished when exported: its status then."""
 
-_PARENT_TAG: Final = "mlflow.parentRunId"
-_TERMINAL: Final = ("FINISHED", "FAILED", "KILLED")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[/\w.\- :]+")  # what MLflow accepts as a param, tag or metric name
@@ -168,7 +167,7 @@ def export_runs(
         if children:
             queue.extend(
                 (backend, child.info.run_id)
-                for child in backend.find_runs_by_tag(_PARENT_TAG, run_id)
+                for child in backend.find_runs_by_tag(PARENT_RUN_ID_TAG, run_id)
             )
     return registry
 
@@ -413,7 +412,7 @@ def _plan_run(registry: Registry, run_id: str, fields: dict[str, Any]) -> _Plann
     name = fields.get("run_name")
     if name is not None and not isinstance(name, str):
         raise _fail(f"run spec {run_id}: run_name must be a string or null.", run_id)
-    parent = tags.get(_PARENT_TAG) or None
+    parent = tags.get(PARENT_RUN_ID_TAG) or None
     if parent is not None and not _RUN_ID.fullmatch(parent):
         raise _fail(f"run spec {run_id}: parent id {parent!r} is not a run id.", run_id)
     planned = _Planned(
@@ -506,11 +505,11 @@ def _create(
     tags: dict[str, str] = dict(fields["tags"])
     tags.pop(IMPORTED_FROM_TAG, None)
     tags.pop(IMPORTING_FROM_TAG, None)
-    parent = tags.pop(_PARENT_TAG, None)
+    parent = tags.pop(PARENT_RUN_ID_TAG, None)
     if parent:
         new_parent = mapping.get(parent) or _existing_run(backend, parent, {}, clean=False)
         if new_parent:
-            tags[_PARENT_TAG] = new_parent
+            tags[PARENT_RUN_ID_TAG] = new_parent
         else:
             tags[IMPORTED_PARENT_TAG] = parent
     rerun_of = tags.get(RERUN_OF_TAG)

@@ -61,7 +61,7 @@ from pcs.exceptions import (
     UsageError,
 )
 from pcs.registry import Registry
-from pcs.run import ERROR_TYPE_TAG, Run, _run_from_handle
+from pcs.run import _TERMINAL, ERROR_TYPE_TAG, Run, _run_from_handle
 from pcs.run_command import RunCommand
 
 __all__ = [
@@ -101,7 +101,6 @@ IMPORTING_FROM_TAG: Final = "pcs.importing_from"
 _MAX_EVIDENCE_RUNS: Final = 200
 _MAX_DIFF_IN_MESSAGE: Final = 6000
 _CLASS_TAGS: Final = frozenset({"e", "ev", "nt", "sub"})
-_TERMINAL: Final = ("FINISHED", "FAILED", "KILLED")
 
 Fetch = Callable[[str], bytes]
 
