@@ -36,7 +36,7 @@ from pcs._records import (
     Materializer,
     NewRun,
 )
-from pcs._writer import Sink, Writer
+from pcs._writer import Sink, Writer, exit_timeout
 from pcs.exceptions import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ __all__ = [
     "Backend",
     "ClientSink",
     "SqliteSink",
+    "close_all",
     "current_tracking_uri",
     "end_open_runs",
     "flush_all",
@@ -115,11 +116,25 @@ def current_tracking_uri() -> str:
         cwd = os.getcwd()
         if not cached[0] and not cached[1] and cached[2] == cwd:
             return cached[3]
-    import mlflow
-
+    mlflow = _import_mlflow()
     uri = str(mlflow.get_tracking_uri())
     _uri_cache = (env, explicit, cwd, uri)
     return uri
+
+
+#: held while pcs imports MLflow (a second or so): fork() waits for it, because a child
+#: forked in the middle of another thread's import finds that import's locks taken forever
+_import_lock = threading.Lock()
+
+
+def _import_mlflow() -> Any:
+    module = sys.modules.get("mlflow")
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        with _import_lock:
+            import mlflow
+
+            module = mlflow
+    return module
 
 
 def get_backend(tracking_uri: str | None = None) -> Backend:
@@ -145,22 +160,83 @@ def reset_backends() -> None:
 _ids = random.Random()  # noqa: S311 - unique ids, not secrets
 
 
+#: what a forked child inherited and must neither use nor close (connections, clients)
+_inherited: list[Any] = []
+_fork_held: list[Any] = []
+
+
+def _fork_wait() -> float:
+    try:
+        return max(0.0, float(os.environ.get("PCS_FORK_WAIT_SECONDS", "10")))
+    except ValueError:
+        return 10.0
+
+
+def _before_fork() -> None:
+    """Take pcs's locks around ``os.fork()`` (bounded): no delivery, import or backend
+    creation of another thread is half done in the child."""
+    deadline = time.monotonic() + _fork_wait()
+    held = _fork_held
+    for lock in (_import_lock, _lock):
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            held.append(lock)
+    for backend in list(_backends.values()):
+        if backend._writer is not None:
+            backend._writer.before_fork(max(0.0, deadline - time.monotonic()))
+        if backend._client_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            held.append(backend._client_lock)
+
+
+def _after_fork_in_parent() -> None:
+    for backend in list(_backends.values()):
+        if backend._writer is not None:
+            backend._writer.after_fork_in_parent()
+    while _fork_held:
+        _fork_held.pop().release()
+
+
 def _after_fork_in_child() -> None:
-    global process_id
+    global process_id, _lock, _import_lock
     process_id = os.getpid()
     _ids.seed()  # never repeat the parent's id sequence
+    _fork_held.clear()
+    _lock = threading.Lock()
+    _import_lock = threading.Lock()
     # Database connections, client state, queued records and open runs belong to
-    # the parent process: every backend starts afresh in the child.
+    # the parent process: every backend starts afresh in the child, and what it
+    # inherited is kept referenced (never closed from here) and never used again.
     for backend in _backends.values():
+        _inherited.append(backend._client)
         backend._client = None
         backend._client_lock = threading.RLock()
         backend.open_runs = {}
         if backend._writer is not None:
             backend._writer.after_fork_in_child()
+    _renew_mlflow_after_fork()
+
+
+def _renew_mlflow_after_fork() -> None:
+    """MLflow caches one SQLAlchemy engine per database URI (with a lock): in a forked
+    child, give each a new connection pool without closing the parent's connections
+    (SQLAlchemy's documented recipe) and a new lock."""
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    store = getattr(module, "SqlAlchemyStore", None)
+    if store is None:
+        return
+    try:
+        store._engine_map_lock = threading.Lock()
+        for engine in list(getattr(store, "_engine_map", {}).values()):
+            engine.dispose(close=False)
+    except Exception as exc:  # never break the child
+        _log.debug("pcs: could not renew MLflow's engines after fork: %s", exc)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def now_ms() -> int:
@@ -179,7 +255,8 @@ class Backend:
         self._mode: str | None = None
         #: local run ids (client stores) -> the MLflow run ids the writer created them as
         self.run_ids: dict[str, str] = {}
-        self._experiments: dict[str, bool] = {}
+        #: SQLite stores: pcs makes the MLflow run ids itself (see new_run_id)
+        self.assigns_ids = _assigns_ids(tracking_uri)
         #: runs started by this process and not yet ended: run id -> Run
         self.open_runs: dict[str, Any] = {}
 
@@ -195,12 +272,7 @@ class Backend:
                 client = self._client
                 if client is None:
                     try:
-                        from mlflow.tracking import MlflowClient
-
-                        client = cast(
-                            "MlflowClient",
-                            _Serialized(MlflowClient(tracking_uri=self.tracking_uri)),
-                        )
+                        client = cast("MlflowClient", _Serialized(_open_client(self.tracking_uri)))
                     except Exception as exc:
                         raise StoreError(
                             f"Cannot open the MLflow tracking store {self.tracking_uri!r}: {exc}. "
@@ -263,16 +335,16 @@ class Backend:
     def new_run_id(self, experiment_id: str) -> str:
         """An id for a new run, made here without asking the store (the caller's hot path).
 
-        On the SQLite fast path it is the MLflow run id itself (128 random bits
-        in hex, as MLflow makes them), and the writer inserts the run with it.
+        On a SQLite store it is the MLflow run id itself (128 random bits in
+        hex, as MLflow makes them), and the writer inserts the run with it.
         MLflow's client cannot create a run with a given id, so for every other
         store it is a *local* id (``pcs-local-<hex>``): the writer creates the
         run and records the id MLflow gave it (:meth:`mlflow_id` resolves it).
+        The store is not touched: whether the experiment exists is checked by
+        the writer, at delivery.
         """
-        if not self._experiments.get(experiment_id):
-            self.check_experiment(experiment_id)
         hex_id = _ids.getrandbits(128).to_bytes(16, "big").hex()
-        if self.mode == "sqlite":
+        if self.assigns_ids:
             return hex_id
         return LOCAL_ID_PREFIX + hex_id
 
@@ -282,57 +354,59 @@ class Backend:
         A local id resolves once the writer has created its run: this waits for
         the writer (up to ``timeout``, default ``PCS_RUN_ID_TIMEOUT`` or 60 s).
         """
+        found = self.run_ids.get(run_id)
+        if found is not None:
+            return found
         if not run_id.startswith(LOCAL_ID_PREFIX):
+            if self.assigns_ids and self._mode == "client":
+                # A SQLite store pcs cannot write directly: the writer creates runs.
+                self.settle(timeout)
+                return self.run_ids.get(run_id, run_id)
             return run_id
+        if timeout is None:
+            timeout = float(os.environ.get("PCS_RUN_ID_TIMEOUT", "60"))
+        self.settle(timeout)
         found = self.run_ids.get(run_id)
         if found is None:
-            if timeout is None:
-                timeout = float(os.environ.get("PCS_RUN_ID_TIMEOUT", "60"))
-            self.flush(timeout)
-            found = self.run_ids.get(run_id)
-            if found is None:
-                raise StoreError(
-                    f"Run {run_id} has no MLflow run id yet: the tracking store "
-                    f"{self.tracking_uri!r} has not accepted it within {timeout:g} s. Check "
-                    "that the store is reachable; pcs keeps the run's records in its journal "
-                    "and delivers them when the store is back.",
-                    self.tracking_uri,
-                )
-        return found
-
-    def check_experiment(self, experiment_id: str) -> None:
-        """Raise :class:`StoreError` unless ``experiment_id`` is an active experiment."""
-        if self._experiments.get(experiment_id):
-            return
-        from mlflow.exceptions import MlflowException
-
-        try:
-            experiment = self.client.get_experiment(experiment_id)
-        except MlflowException as exc:
             raise StoreError(
-                f"The tracking store {self.tracking_uri!r} has no experiment with id "
-                f"{experiment_id!r} ({exc}). Create it first (MlflowClient().create_experiment) "
-                "or pass the id of an existing one.",
-                self.tracking_uri,
-            ) from None
-        except Exception as exc:
-            if self.mode == "client":
-                # Unreachable (a server down, say): record anyway, the writer retries;
-                # an unknown experiment then fails delivery with MLflow's own error.
-                _log.debug("pcs: cannot check experiment %s now: %s", experiment_id, exc)
-                return
-            raise StoreError(
-                f"Cannot read experiment {experiment_id!r} from {self.tracking_uri!r}: {exc}. "
-                "Check MLFLOW_TRACKING_URI and that the store is reachable.",
-                self.tracking_uri,
-            ) from exc
-        if experiment.lifecycle_stage != "active":
-            raise StoreError(
-                f"Experiment {experiment_id!r} in {self.tracking_uri!r} is deleted; restore it "
-                "or use another experiment.",
+                f"Run {run_id} has no MLflow run id yet: the tracking store "
+                f"{self.tracking_uri!r} has not accepted it within {timeout:g} s. Check "
+                "that the store is reachable; pcs keeps the run's records in its journal "
+                "and delivers them when the store is back.",
                 self.tracking_uri,
             )
-        self._experiments[experiment_id] = True
+        return found
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait, bounded, until what was recorded so far is delivered: before a read.
+
+        Raises :class:`StoreError` naming the store and the number of records
+        still waiting when the store is unreachable (the writer reports
+        failures) or after ``timeout`` seconds (default ``PCS_READ_TIMEOUT``,
+        30 s). The records are not lost: they stay queued and journaled.
+        """
+        writer = self._writer
+        if writer is None or writer.pending == 0:
+            return
+        if timeout is None:
+            timeout = read_timeout()
+        began = time.monotonic()
+        deadline = began + timeout
+        grace: float | None = None  # once the store fails, give it a moment to come back
+        while not writer.flush(0.25):
+            now = time.monotonic()
+            if writer.failing:
+                grace = grace if grace is not None else now + 1.0
+            if now >= deadline or (grace is not None and now >= grace):
+                state = "is unreachable" if writer.failing else "has not caught up"
+                raise StoreError(
+                    f"Cannot read from the tracking store {self.tracking_uri!r}: it {state} "
+                    f"and {writer.pending} record(s) recorded earlier are not delivered yet "
+                    f"(waited {now - began:.1f} s). They are kept "
+                    "in memory and in the journal and delivered when the store answers; "
+                    "check MLFLOW_TRACKING_URI and the store, or raise PCS_READ_TIMEOUT.",
+                    self.tracking_uri,
+                )
 
     # -- runs -------------------------------------------------------------
     def create_run(
@@ -366,7 +440,7 @@ class Backend:
 
         if not isinstance(run_id, str) or not run_id:
             raise RunNotFoundError(str(run_id), self.tracking_uri)
-        self.flush()
+        self.settle()
         run_id = self.mlflow_id(run_id)
         try:
             return self.client.get_run(run_id)
@@ -394,12 +468,12 @@ class Backend:
 
     def call(self, method: str, run_id: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``MlflowClient.<method>(run_id, *args, **kwargs)`` after a flush."""
-        self.flush()
+        self.settle()
         return getattr(self.client, method)(self.mlflow_id(run_id), *args, **kwargs)
 
     def search_runs(self, experiment_ids: list[str], *args: Any, **kwargs: Any) -> Any:
         """``MlflowClient.search_runs`` on this store (after a flush)."""
-        self.flush()
+        self.settle()
         return self.client.search_runs(experiment_ids, *args, **kwargs)
 
     def experiment_ids(self) -> list[str]:
@@ -415,7 +489,7 @@ class Backend:
 
     def iter_runs(self, filter_string: str, order_by: list[str]) -> Iterator[MlflowRun]:
         """Every run of every experiment matching ``filter_string``, in ``order_by`` order."""
-        self.flush()
+        self.settle()
         experiment_ids = self.experiment_ids()
         if not experiment_ids:
             return
@@ -435,7 +509,7 @@ class Backend:
 
     def list_all_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         """Paths of every artifact file of a run, recursively."""
-        self.flush()
+        self.settle()
         run_id = self.mlflow_id(run_id)
         out: list[str] = []
         for info in self.client.list_artifacts(run_id, path):
@@ -449,23 +523,30 @@ class Backend:
         """The bytes of one artifact file of a run."""
         import tempfile
 
-        self.flush()
+        self.settle()
         run_id = self.mlflow_id(run_id)
         with tempfile.TemporaryDirectory(prefix="pcs-artifact-") as tmp:
             local = self.client.download_artifacts(run_id, path, tmp)
             with open(local, "rb") as fh:
                 return fh.read()
 
-    def log_artifact_bytes(self, run_id: str, artifact_file: str, data: bytes) -> None:
-        """Store ``data`` as the artifact ``artifact_file`` (a relative path) of a run."""
+    def log_artifact_bytes(self, run_id: str, artifact_file: str, data: bytes,
+                           *, resolved: bool = False) -> None:
+        """Store ``data`` as the artifact ``artifact_file`` (a relative path) of a run.
+
+        ``resolved``: ``run_id`` is already MLflow's id (the writer's own calls).
+        """
         import tempfile
+
+        if not resolved:
+            run_id = self.mlflow_id(run_id)
 
         directory, _, name = artifact_file.replace("\\", "/").rpartition("/")
         with tempfile.TemporaryDirectory(prefix="pcs-artifact-") as tmp:
             local = os.path.join(tmp, name)
             with open(local, "wb") as fh:
                 fh.write(data)
-            self.client.log_artifact(self.mlflow_id(run_id), local, directory or None)
+            self.client.log_artifact(run_id, local, directory or None)
 
     # -- replay and portability --
     def find_runs_by_tag(self, key: str, value: str) -> list[MlflowRun]:
@@ -511,6 +592,46 @@ class Backend:
         self.client.delete_run(self.mlflow_id(run_id))
 
 
+def _assigns_ids(uri: str) -> bool:
+    """True for a SQLite file store: pcs makes the run ids (see Backend.new_run_id)."""
+    return bool(uri.startswith("sqlite:") and _sqlite_path(uri))
+
+
+def read_timeout() -> float:
+    """Seconds a read waits for earlier records to be delivered (``PCS_READ_TIMEOUT``)."""
+    try:
+        return max(0.0, float(os.environ.get("PCS_READ_TIMEOUT", "30")))
+    except ValueError:
+        _log.warning("pcs: PCS_READ_TIMEOUT must be a number of seconds; using 30.")
+        return 30.0
+
+
+def _open_client(uri: str) -> Any:
+    """A stock MlflowClient on ``uri`` whose store is opened (created, migrated) now.
+
+    On a SQLite file the first touch — when MLflow creates or migrates the
+    schema — is serialized across processes by an exclusive lock on a file
+    beside the database (``<db>.pcs-lock``): MLflow's own schema creation is
+    not safe when several processes start on a new database together.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    path = _sqlite_path(uri) if uri.startswith("sqlite:") else ""
+    if not path:
+        return client
+    import fcntl
+
+    lock_path = f"{path}.pcs-lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        client.search_experiments(max_results=1)  # MLflow opens the store: creates/migrates
+    finally:
+        os.close(fd)  # releases the lock
+    return client
+
+
 def _detect_mode(backend: Backend) -> str:
     """Use the SQLite fast path only on a SQLite store whose schema pcs knows."""
     if not backend.tracking_uri.startswith("sqlite:") or not _sqlite_path(backend.tracking_uri):
@@ -554,6 +675,51 @@ _EXPECTED_COLUMNS = {
 }
 
 
+#: Records set aside by a sink, by the reason they cannot be delivered.
+Rejected = dict[str, list[list[Any]]]
+
+
+class _ExperimentGate:
+    """Sets aside the records of runs whose experiment the store lacks (or has deleted).
+
+    Such records can never be delivered as they are, but they are not dropped:
+    the sink returns them, and the writer keeps them in a journal for
+    ``pcs recover`` once the experiment is restored.
+    """
+
+    def __init__(self, problem_of: Callable[[str], str | None]) -> None:
+        self._problem_of = problem_of
+        self._good: set[str] = set()
+        #: run id -> why its records cannot be delivered
+        self._bad_runs: dict[str, str] = {}
+
+    def split(self, records: list[list[Any]]) -> tuple[list[list[Any]], Rejected]:
+        good = self._good
+        bad = self._bad_runs
+        for record in records:
+            if record[0] in ("R", "T"):
+                experiment = str(record[2])
+                if experiment not in good:
+                    problem = self._problem_of(experiment)
+                    if problem is None:
+                        good.add(experiment)
+                    else:
+                        bad[str(record[1])] = problem
+        if not bad:
+            return records, {}
+        keep: list[list[Any]] = []
+        rejected: Rejected = {}
+        for record in records:
+            reason = bad.get(record[1]) if record[0] != "K" and len(record) > 1 else None
+            if reason is None:
+                keep.append(record)
+            else:
+                rejected.setdefault(reason, []).append(record)
+        if len(bad) > 100_000:
+            bad.clear()
+        return keep, rejected
+
+
 class SqliteSink:
     """Writes batches straight into MLflow's SQLite schema, many runs per transaction.
 
@@ -576,6 +742,26 @@ class SqliteSink:
         self._run_artifacts: dict[str, str] = {}
         self._local_dirs: dict[str, str | None] = {}
         self._files_pool: Any = None
+        self.gate = _ExperimentGate(self._experiment_problem)
+
+    def _experiment_problem(self, experiment_id: str) -> str | None:
+        """Why runs cannot go into ``experiment_id`` (None: they can)."""
+        uri = self.backend.tracking_uri
+        try:
+            key = int(experiment_id)
+        except ValueError:
+            return (f"{experiment_id!r} is not an experiment id of the tracking store {uri!r} "
+                    "(MLflow numbers the experiments of a SQLite store)")
+        row = self.connection.execute(
+            "SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return f"the tracking store {uri!r} has no experiment with id {experiment_id!r}"
+        if row[1] != "active":
+            return f"experiment {experiment_id!r} of the tracking store {uri!r} is deleted"
+        self._locations[experiment_id] = str(row[0]).rstrip("/")
+        return None
 
     @staticmethod
     def schema_problem(backend: Backend) -> str | None:
@@ -604,14 +790,16 @@ class SqliteSink:
             connection.close()
         return None
 
-    def deliver(self, records: list[list[Any]]) -> None:
+    def deliver(self, records: list[list[Any]]) -> Rejected:
         """Write a batch: artifact files and rows at once, committed after the files.
 
         The artifact files are written by a helper thread while this one runs
         the SQL (both release the GIL for their system calls and SQLite work);
         the transaction commits only once every file is written, so a run is
-        never visible in MLflow without its artifacts.
+        never visible in MLflow without its artifacts. Returns the records set
+        aside because their experiment does not exist.
         """
+        records, rejected = self.gate.split(records)
         batch = self.materializer.materialize(records)
         local, remote = self._place_artifacts(batch)
         files_written = self._write_files(local)
@@ -629,7 +817,8 @@ class SqliteSink:
         finally:
             files_written()  # never leave the helper writing behind a failed batch
         for run_id, path, data in remote:  # remote artifact stores need the run to exist
-            self.backend.log_artifact_bytes(run_id, path, data)
+            self.backend.log_artifact_bytes(run_id, path, data, resolved=True)
+        return rejected
 
     def _write_files(self, files: list[tuple[str, bytes, bool]]) -> Callable[[], None]:
         """Start writing ``files`` in the helper thread; return the wait for it (re-raising)."""
@@ -862,14 +1051,40 @@ class ClientSink:
         self.search_first = recovering
         #: when the last request to the store completed (the writer watches for stalls)
         self.progress = 0.0
+        #: a SQLite store written through the client: pcs's own hex ids are local ids too
+        self.hex_local = backend.assigns_ids
+        self.gate = _ExperimentGate(self._experiment_problem)
 
-    def deliver(self, records: list[list[Any]]) -> None:
+    def _experiment_problem(self, experiment_id: str) -> str | None:
+        """Why runs cannot go into ``experiment_id`` (None: they can); raises if unreachable."""
+        from mlflow.exceptions import MlflowException
+
+        uri = self.backend.tracking_uri
         try:
+            experiment = self.backend.client.get_experiment(experiment_id)
+        except MlflowException as exc:
+            code = getattr(exc, "error_code", "")
+            if _is_not_found(exc) or code == "INVALID_PARAMETER_VALUE":
+                return f"the tracking store {uri!r} has no experiment with id {experiment_id!r}"
+            raise
+        finally:
+            self.progress = time.monotonic()
+        if experiment.lifecycle_stage != "active":
+            return f"experiment {experiment_id!r} of the tracking store {uri!r} is deleted"
+        return None
+
+    def deliver(self, records: list[list[Any]]) -> Rejected:
+        try:
+            records, rejected = self.gate.split(records)
             self._deliver(records)
         except Exception:
             self.search_first = True  # a run may have been created without our knowing
             raise
         self.search_first = False
+        return rejected
+
+    def _is_local(self, run_id: str) -> bool:
+        return run_id.startswith(LOCAL_ID_PREFIX) or self.hex_local
 
     def _deliver(self, records: list[list[Any]]) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -887,7 +1102,7 @@ class ClientSink:
             )
         for run_id, new in batch.runs.items():  # in record order: parents before children
             tags = per_run.get(run_id, ([], [], {}))[2]
-            if run_id.startswith(LOCAL_ID_PREFIX) and run_id not in self.backend.run_ids:
+            if self._is_local(run_id) and run_id not in self.backend.run_ids:
                 self._create(run_id, new, tags)
                 tags.clear()  # given at creation
         for run_id, (metrics, params, tag_map) in per_run.items():
@@ -903,7 +1118,7 @@ class ClientSink:
                 )
                 self.progress = time.monotonic()
         for run_id, path, data in batch.artifacts:
-            self.backend.log_artifact_bytes(self._real(run_id), path, data)
+            self.backend.log_artifact_bytes(self._real(run_id), path, data, resolved=True)
             self.progress = time.monotonic()
         for run_id, run in batch.runs.items():
             if run.end_ms is not None:
@@ -933,11 +1148,16 @@ class ClientSink:
 
     def _real(self, run_id: str) -> str:
         """The MLflow id of a run created earlier (by this process or a dead one)."""
-        if not run_id.startswith(LOCAL_ID_PREFIX):
+        found = self.backend.run_ids.get(run_id)
+        if found is not None:
+            return found
+        if not self._is_local(run_id):
             return run_id
-        found = self.backend.run_ids.get(run_id) or self._find(run_id, None)
+        found = self._find(run_id, None)
         if found is None:
-            raise RunNotFoundError(run_id, self.backend.tracking_uri)
+            if run_id.startswith(LOCAL_ID_PREFIX):
+                raise RunNotFoundError(run_id, self.backend.tracking_uri)
+            found = run_id  # an id MLflow made (a run pcs did not create)
         self.backend.run_ids[run_id] = found
         return found
 
@@ -1012,9 +1232,12 @@ def _flush_in_multiprocessing_children() -> None:
     import multiprocessing.util as mp_util
 
     def register(_: object = None) -> None:
-        mp_util.Finalize(None, flush_all, args=(60.0,), exitpriority=100)
+        mp_util.Finalize(None, flush_all, args=(exit_timeout(),), exitpriority=100)
 
-    register()
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:  # a spawned or forkserver worker
+        register()
     mp_util.register_after_fork(_FORK_MARKER, register)
 
 
@@ -1050,6 +1273,18 @@ def _install_sigterm_handler() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def close_all(timeout: float | None = None) -> bool:
+    """Deliver what is pending (within ``timeout`` in all) and stop every writer, as at exit."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = True
+    for backend in list(_backends.values()):
+        writer = backend._writer
+        if writer is not None:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done = writer.close(remaining) and done
+    return done
 
 
 def flush_all(timeout: float | None = None) -> bool:

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from pcs._journal import Journal
 
-__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer"]
+__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer", "exit_timeout"]
 
 _log = logging.getLogger("pcs")
 
@@ -61,9 +61,22 @@ STALL = 10.0
 
 
 class Sink(Protocol):
-    """Delivers records to a store; must be idempotent (a record may be delivered twice)."""
+    """Delivers records to a store; must be idempotent (a record may be delivered twice).
 
-    def deliver(self, records: list[list[Any]]) -> None: ...
+    ``deliver`` returns the records it set aside because they can never be
+    delivered as they are (their experiment does not exist), by reason.
+    """
+
+    def deliver(self, records: list[list[Any]]) -> dict[str, list[list[Any]]] | None: ...
+
+
+def exit_timeout() -> float:
+    """The exit budget in seconds (``PCS_EXIT_FLUSH_TIMEOUT``, default 60)."""
+    try:
+        return max(0.0, float(os.environ.get("PCS_EXIT_FLUSH_TIMEOUT", "60")))
+    except ValueError:
+        _log.warning("pcs: PCS_EXIT_FLUSH_TIMEOUT must be a number of seconds; using 60.")
+        return 60.0
 
 
 def _transient(exc: Exception) -> bool:
@@ -91,6 +104,8 @@ class Writer:
     ) -> None:
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
+        #: sinks inherited through fork(): kept referenced so they are never closed here
+        self.inherited: list[Sink | None] = []
         self.journal = journal
         self._max_pending = max_pending
         self._batch = batch
@@ -108,6 +123,14 @@ class Writer:
         self._warned = False
         self._closed = False
         self._known_components: set[str] = set()
+        #: each component's "K" record, for records set aside (see _set_aside)
+        self._component_records: dict[str, list[Any]] = {}
+        #: the journal of records set aside (their experiment is missing); kept at exit
+        self._aside: Journal | None = None
+        self._aside_reported: set[str] = set()
+        #: held by the delivery thread while it talks to the store; taken around fork()
+        self.delivery_lock = threading.Lock()
+        self._fork_held: list[threading.Lock] = []
         self._delivering_since: float | None = None  # a delivery is under way since then
         self._stall = float(os.environ.get("PCS_STALL_SECONDS", STALL))
         #: calls started but not yet published: (records, (component key, spec fields))
@@ -163,7 +186,9 @@ class Writer:
             if key not in known:
                 # A component's "K" record precedes its first call, in every thread.
                 known.add(key)
-                out.append(["K", key, fields()])
+                component = ["K", key, fields()]
+                self._component_records[key] = component
+                out.append(component)
             out.extend(records)
         return out
 
@@ -220,6 +245,8 @@ class Writer:
                 cond.notify_all()
                 while self._delivered < target:
                     if not self._thread_alive():
+                        if self._closed:
+                            return False  # what is left stays in the journal
                         self._start()
                     self._check_stall()
                     remaining = None if deadline is None else deadline - time.monotonic()
@@ -229,6 +256,11 @@ class Writer:
             finally:
                 self._flushing -= 1
         return True
+
+    @property
+    def failing(self) -> bool:
+        """True while deliveries fail (the store is down, or stalled)."""
+        return self._failing_since is not None
 
     @property
     def pending(self) -> int:
@@ -248,6 +280,8 @@ class Writer:
         backoff = 0.05
         while True:
             with cond:
+                if self._closed:
+                    return  # closed with records left: they stay in the journal
                 while not self._queue:
                     if self._starts:
                         self._publish_starts()
@@ -255,8 +289,6 @@ class Writer:
                     if self._spilled and self.journal is not None:
                         self._reload_spilled(self.journal)
                         continue
-                    if self._closed:
-                        return
                     self._idle = True
                     cond.wait(1.0)
                     self._idle = False
@@ -274,9 +306,12 @@ class Writer:
                         self._disable_journal(exc)
             self._delivering_since = time.monotonic()
             try:
-                if self._sink is None:
-                    self._sink = self._sink_factory()
-                self._sink.deliver(batch)
+                with self.delivery_lock:
+                    if self._sink is None:
+                        self._sink = self._sink_factory()
+                    rejected = self._sink.deliver(batch)
+                if rejected:
+                    self._set_aside(rejected)
             except Exception as exc:  # the store is down, locked, full, or pcs has a bug
                 self._delivering_since = None
                 if not _transient(exc) and self._sink is not None:
@@ -311,7 +346,10 @@ class Writer:
         for record in batch:
             for attempt in range(3):
                 try:
-                    sink.deliver([record])
+                    with self.delivery_lock:
+                        rejected = sink.deliver([record])
+                    if rejected:
+                        self._set_aside(rejected)
                     break
                 except Exception as exc:
                     if _transient(exc) and attempt < 2:
@@ -327,6 +365,34 @@ class Writer:
                     if self.journal is not None:
                         self.journal.keep = True
                     break
+
+    def _set_aside(self, rejected: dict[str, list[list[Any]]]) -> None:
+        """Keep records that cannot be delivered (their experiment is missing) in a journal
+        of their own, which outlives this process: ``pcs recover`` delivers it once the
+        experiment exists again. Each reason is reported once."""
+        journal = self.journal
+        aside = self._aside
+        if aside is None and journal is not None:
+            aside = self._aside = Journal(journal.directory, journal.tracking_uri)
+        for reason, records in rejected.items():
+            kept = "(not kept: the journal is off)"
+            if aside is not None:
+                keys = {str(r[4]) for r in records if r[0] == "T"}
+                components = [self._component_records[k] for k in sorted(keys)
+                              if k in self._component_records]
+                try:
+                    aside.append([*components, *records], True)
+                    kept = f"kept in the journal {aside.path}"
+                except OSError as exc:
+                    kept = f"(not kept: {exc})"
+            if reason not in self._aside_reported:
+                self._aside_reported.add(reason)
+                _log.error(
+                    "pcs: cannot deliver runs: %s. Their records are %s. Restore the "
+                    "experiment (MlflowClient().restore_experiment) and run `pcs recover`, or "
+                    "record into an existing experiment (experiment_id=...).",
+                    reason, kept,
+                )
 
     def _reload_spilled(self, journal: Journal) -> None:
         """Bring the oldest spilled records back from the journal (caller holds the lock)."""
@@ -378,6 +444,8 @@ class Writer:
         """Deliver what is pending (up to ``timeout``), stop the thread, tidy the journal."""
         if os.getpid() != self._pid:
             return True
+        if self._closed:
+            return self.pending == 0
         delivered = self.flush(timeout)
         with self._cond:
             self._closed = True
@@ -385,18 +453,38 @@ class Writer:
             journal = self.journal
             if journal is not None:
                 journal.close(delete=delivered and self.pending == 0 and not journal.keep)
+            if self._aside is not None:
+                self._aside.close(delete=False)
+                self._aside = None
         return delivered
 
     def _at_exit(self) -> None:
-        if self._enqueued == 0 and self.journal is None:
+        if (self._enqueued == 0 and self.journal is None) or self._closed:
             return
-        if not self.close(timeout=float(os.environ.get("PCS_EXIT_FLUSH_TIMEOUT", "60"))):
+        if not self.close(timeout=exit_timeout()):
             _log.warning(
                 "pcs: %d record(s) were not delivered before exit; they are kept in the "
                 "journal %s and delivered by the next pcs process here (or `pcs recover`).",
                 self.pending,
                 self.journal.path if self.journal is not None else "(none)",
             )
+
+    def before_fork(self, timeout: float) -> None:
+        """Quiesce for ``os.fork()``: wait (bounded) for the delivery under way to end, and
+        hold the queue's lock, so the child never inherits a lock taken by another thread
+        or a store connection in the middle of a request."""
+        held = []
+        deadline = time.monotonic() + timeout
+        for lock in (self.delivery_lock, self._lock):
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                held.append(lock)
+        self._fork_held = held
+
+    def after_fork_in_parent(self) -> None:
+        """Release what :meth:`before_fork` took."""
+        held, self._fork_held = self._fork_held, []
+        for lock in reversed(held):
+            lock.release()
 
     def after_fork_in_child(self) -> None:
         """The child must not deliver (or journal) the parent's records."""
@@ -406,9 +494,19 @@ class Writer:
         self._enqueued = self._delivered = self._spilled = 0
         self._thread = None
         self._pid = os.getpid()
+        self.inherited.append(self._sink)  # the parent's connection: never used nor closed
         self._sink = None
         self._known_components = set()
+        self._component_records = {}
         self._starts = deque()
+        self.delivery_lock = threading.Lock()
+        self._fork_held = []
+        if self._aside is not None:
+            self._aside.forget_after_fork()
+        self._aside = None
+        self._failing_since = None
+        self._delivering_since = None
+        self._warned = False
         if self.journal is not None:
             self.journal.forget_after_fork()
             self.journal = Journal(self.journal.directory, self.journal.tracking_uri)

@@ -21,10 +21,12 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pcs import _journal
 from pcs._backend import get_backend, now_ms
-from pcs._writer import BATCH
+from pcs._writer import BATCH, Sink
+from pcs.exceptions import StoreError
 
 __all__ = ["RecoveryReport", "recover"]
 
@@ -83,7 +85,7 @@ def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
     sink = backend._make_sink(recovering=True)
     started: set[str] = set()
     ended: set[str] = set()
-    pending: list[list[object]] = []
+    pending: list[list[Any]] = []
     delivered = 0
     for is_new, record in found.records():
         kind = record[0]
@@ -94,7 +96,7 @@ def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
         if is_new or kind == "K":  # components are needed by later calls
             pending.append(record)
         if len(pending) >= BATCH:
-            sink.deliver(pending)
+            _deliver(sink, pending)
             delivered += len(pending)
             pending = []
     open_runs = sorted(started - ended)
@@ -107,7 +109,15 @@ def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
         pending.append(["G", run_id, {REAPED_TAG: reason}])
         pending.append(["E", run_id, "KILLED", end])
     if pending:
-        sink.deliver(pending)
+        _deliver(sink, pending)
         delivered += len(pending)
     # Client stores: report the MLflow ids the local ids were created as.
     return delivered, [backend.run_ids.get(run_id, run_id) for run_id in open_runs]
+
+
+def _deliver(sink: Sink, records: list[list[Any]]) -> None:
+    rejected = sink.deliver(records)
+    if rejected:
+        reasons = "; ".join(sorted(rejected))
+        raise StoreError(f"{sum(map(len, rejected.values()))} record(s) cannot be delivered: "
+                         f"{reasons}", None)

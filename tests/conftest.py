@@ -36,6 +36,7 @@ def tracking_uri(
     monkeypatch.chdir(tmp_path)
     _backend.reset_backends()
     yield uri
+    _backend.close_all(timeout=5)  # as at exit; a test's unreachable store costs 5 s at most
     _backend.reset_backends()
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 import pcs
-from pcs import Run
+from pcs import Run, _backend
 
 
 def test_constants() -> None:
@@ -204,7 +206,9 @@ def test_get_all_runs_only_pcs_newest_first(client: MlflowClient) -> None:
     client.create_run("0")  # not a pcs run
     exp = client.create_experiment("second")
     first = Run()
+    time.sleep(0.002)  # start times are in milliseconds: "newest" must be well defined
     second = Run(experiment_id=exp)
+    time.sleep(0.002)
     third = Run()
     ids = [r.identifier for r in Run.get_all_runs()]
     assert ids == [third.identifier, second.identifier, first.identifier]
@@ -302,8 +306,11 @@ def test_store_under_missing_directory_is_a_pcs_error(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_blocked(tmp_path)}/mlflow.db")
     _backend.reset_backends()
-    with pytest.raises(pcs.StoreError, match="MLFLOW_TRACKING_URI"):
-        Run()
+    run = Run()  # creating a run never waits for the store
+    run.end()
+    with pytest.raises(pcs.StoreError, match="MLFLOW_TRACKING_URI") as err:
+        run.info  # noqa: B018 - a read says what is wrong, within seconds
+    assert "not delivered yet" in str(err.value)
 
 
 def test_import_pcs_does_not_import_mlflow() -> None:
@@ -335,8 +342,28 @@ def test_non_finite_metrics_are_stored_like_mlflow(client: MlflowClient) -> None
         run.log_metric("bad", "abc")  # type: ignore[arg-type]
 
 
-def test_unknown_experiment_is_a_clear_error(tracking_uri: str) -> None:
-    with pytest.raises(pcs.StoreError) as err:
-        Run(experiment_id="987654")
-    assert "987654" in str(err.value)
-    assert "create_experiment" in str(err.value)
+def test_unknown_experiment_is_a_clear_error_at_delivery(
+    tracking_uri: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Creating a run never asks the store; a missing experiment is reported once, at
+    delivery, and the records are kept in a journal for `pcs recover`."""
+    with caplog.at_level(logging.ERROR, logger="pcs"):
+        first = Run(experiment_id="987654")
+        first.log_param("a", "1")
+        first.end()
+        with pcs.run("second", experiment_id="987654"):
+            pass
+        ok = Run()
+        ok.end()
+        assert pcs.flush(timeout=30)
+    errors = [r.getMessage() for r in caplog.records if "987654" in r.getMessage()]
+    assert len(errors) == 1, errors
+    assert "restore_experiment" in errors[0]
+    assert "pcs recover" in errors[0]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    assert client.get_run(ok.identifier).info.status == "FINISHED"  # others are delivered
+    pcs.flush()
+    _backend.get_backend().writer.close()  # as at exit: the set-aside journal stays
+    kept = [p for p in (tmp_path / ".pcs" / "journal").glob("*.jsonl")
+            if first._run_id.encode() in p.read_bytes()]
+    assert len(kept) == 1

@@ -31,9 +31,11 @@ def test_tracked_call_result_unchanged(
     with caplog.at_level(logging.WARNING, logger="pcs"):
         assert add(1, 2) == 3
         assert add(2, 2) == 4
-    warnings = [r for r in caplog.records if "untracked" in r.getMessage()]
+        assert not pcs.flush(timeout=3)
+    warnings = [r for r in caplog.records if "cannot write" in r.getMessage()]
     assert len(warnings) == 1  # logged once
     assert "MLFLOW_TRACKING_URI" in warnings[0].getMessage()
+    assert "will be delivered" in warnings[0].getMessage()
 
 
 def test_tracked_exception_unchanged(broken_store: None) -> None:
@@ -63,9 +65,12 @@ def test_tracked_generator_and_async_unchanged(broken_store: None) -> None:
     assert asyncio.run(coro()) == "ok"
 
 
-def test_explicit_run_block_reports_store_error(broken_store: None) -> None:
-    with pytest.raises(pcs.StoreError, match="MLFLOW_TRACKING_URI"), pcs.run("x"):
-        pass
+def test_explicit_run_block_never_waits_for_the_store(broken_store: None) -> None:
+    """The block runs; its records wait in the journal; a read names the problem."""
+    with pcs.run("x") as run:
+        run.log_metric("m", 1.0)
+    with pytest.raises(pcs.StoreError, match="MLFLOW_TRACKING_URI"):
+        run.data  # noqa: B018
 
 
 def _blocked(tmp_path: Path) -> Path:
