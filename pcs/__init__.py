@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pcs import redaction
 from pcs._threads import bind, child_env, instrument_threads, uninstrument_threads
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
@@ -97,6 +98,7 @@ __all__ = [
     "instrument_threads",
     "last_run",
     "recover",
+    "redaction",
     "run",
     "tracked",
     "uninstrument_threads",

@@ -59,6 +59,7 @@ __all__ = [
     "end_open_runs",
     "flush_all",
     "get_backend",
+    "probe_store",
     "reset_backends",
 ]
 
@@ -109,7 +110,9 @@ def current_tracking_uri() -> str:
     explicit = None if utils is None else getattr(utils, "_tracking_uri", None)
     cached = _uri_cache
     if env or explicit:
-        if cached[0] == env and cached[1] == explicit and cached[2] is None and cached[3]:
+        if cached[0] == env and cached[1] == explicit and cached[3] and (
+            cached[2] is None or cached[2] == os.getcwd()  # a relative path: per directory
+        ):
             return cached[3]
         cwd = None
     else:
@@ -118,7 +121,31 @@ def current_tracking_uri() -> str:
             return cached[3]
     mlflow = _import_mlflow()
     uri = str(mlflow.get_tracking_uri())
-    _uri_cache = (env, explicit, cwd, uri)
+    absolute = absolute_uri(uri)
+    if absolute != uri and cwd is None:
+        cwd = os.getcwd()
+    _uri_cache = (env, explicit, cwd, absolute)
+    return absolute
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite or local path made absolute (one store, one name).
+
+    ``sqlite:///mlflow.db`` means a different database in every working
+    directory; pcs names stores by absolute path, so that a journal recorded
+    here is never delivered into another directory's database.
+    """
+    if uri.startswith("sqlite:///"):
+        path = _sqlite_path(uri)
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return "sqlite:///" + os.path.abspath(path)
+        return uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "" and uri and not os.path.isabs(uri):
+        return os.path.abspath(uri)
+    if parsed.scheme == "file" and not parsed.netloc and parsed.path and \
+            not os.path.isabs(unquote(parsed.path)):
+        return "file://" + os.path.abspath(unquote(parsed.path))
     return uri
 
 
@@ -304,7 +331,7 @@ class Backend:
                     journal = None
                     if os.environ.get("PCS_JOURNAL", "1") != "0":
                         journal = Journal(default_directory(), self.tracking_uri)
-                    writer = Writer(self._make_sink, journal)
+                    writer = Writer(self._make_sink, journal, store=self.tracking_uri)
                     self._writer = writer
                     _end_open_runs_at_exit()  # registered after the writer's: runs before it
                     _install_sigterm_handler()
@@ -592,6 +619,35 @@ class Backend:
         self.client.delete_run(self.mlflow_id(run_id))
 
 
+def probe_store(uri: str, timeout: float = 3.0) -> str | None:
+    """Why the store ``uri`` cannot be read right now (None: it may be), without creating it.
+
+    A SQLite file or local directory that does not exist is reported, never
+    created; an ``http(s)://`` server that refuses or does not answer a TCP
+    connection within ``timeout`` seconds is reported (MLflow's own client
+    would retry for minutes).
+    """
+    parsed = urlparse(uri)
+    if uri.startswith("sqlite:"):
+        path = _sqlite_path(uri)
+        if path and not os.path.exists(path):
+            return f"there is no MLflow store at {path!r} (nothing was recorded there yet)"
+        return None
+    if parsed.scheme in ("http", "https"):
+        import socket
+
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname or "localhost", port), timeout).close()
+        except OSError as exc:
+            return f"the tracking server {uri!r} is unreachable ({exc})"
+        return None
+    local = _local_dir(uri)
+    if local is not None and not local.exists():
+        return f"there is no MLflow store at {str(local)!r} (nothing was recorded there yet)"
+    return None
+
+
 def _assigns_ids(uri: str) -> bool:
     """True for a SQLite file store: pcs makes the run ids (see Backend.new_run_id)."""
     return bool(uri.startswith("sqlite:") and _sqlite_path(uri))
@@ -616,17 +672,17 @@ def _open_client(uri: str) -> Any:
     """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
     path = _sqlite_path(uri) if uri.startswith("sqlite:") else ""
     if not path:
-        return client
+        return MlflowClient(tracking_uri=uri)
     import fcntl
 
     lock_path = f"{path}.pcs-lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        client.search_experiments(max_results=1)  # MLflow opens the store: creates/migrates
+        client = MlflowClient(tracking_uri=uri)  # MLflow opens the store: creates/migrates
+        client.search_experiments(max_results=1)
     finally:
         os.close(fd)  # releases the lock
     return client
@@ -1000,7 +1056,9 @@ def _make_dir(path: str, fresh: bool) -> None:
 
 def _write_file(path: str, data: bytes) -> None:
     """Write ``data`` as the whole file ``path`` (a torn file is rewritten whole by recovery)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    # O_NOFOLLOW: a symlink planted at an artifact's place is never written through.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o666)
     try:
         view = memoryview(data)
         while view:
@@ -1048,6 +1106,9 @@ class ClientSink:
     def __init__(self, backend: Backend, recovering: bool = False) -> None:
         self.backend = backend
         self.materializer = Materializer()
+        #: recovery: every run is looked up (by its local id) before it is created, and
+        #: only runs still RUNNING are ended (a finished run's status never changes)
+        self.recovering = recovering
         self.search_first = recovering
         #: when the last request to the store completed (the writer watches for stalls)
         self.progress = 0.0
@@ -1080,7 +1141,7 @@ class ClientSink:
         except Exception:
             self.search_first = True  # a run may have been created without our knowing
             raise
-        self.search_first = False
+        self.search_first = self.recovering
         return rejected
 
     def _is_local(self, run_id: str) -> bool:
@@ -1125,7 +1186,10 @@ class ClientSink:
                 _terminate(client, self._real(run_id), run.status, run.end_ms)
                 self.progress = time.monotonic()
         for run_id, (status, end) in batch.ends.items():
-            _terminate(client, self._real(run_id), status, end)
+            real = self._real(run_id)
+            if self.recovering and client.get_run(real).info.status != "RUNNING":
+                continue  # ended already (its end arrived before): keep that status
+            _terminate(client, real, status, end)
             self.progress = time.monotonic()
 
     def _create(self, local: str, new: NewRun, tags: dict[str, str]) -> None:

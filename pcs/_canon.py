@@ -38,7 +38,7 @@ import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 from pcs.exceptions import EncodingError, SpecError, UsageError
 
@@ -50,6 +50,7 @@ __all__ = [
     "ArtifactRef",
     "Placeholder",
     "Redacted",
+    "Redactor",
     "Tree",
     "artifact_digest",
     "artifact_ref_node",
@@ -58,6 +59,7 @@ __all__ = [
     "decode",
     "digest",
     "encode",
+    "encode_redacted",
     "find_artifact_refs",
     "find_placeholders",
     "find_redacted",
@@ -251,6 +253,11 @@ def _safe_repr(value: Any) -> str:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not break encoding
         text = f"<repr() failed: {type(exc).__name__}>"
+    return _bounded(text)
+
+
+def _bounded(text: str) -> str:
+    """``text`` without memory addresses, at most REPR_LIMIT characters, storable as UTF-8."""
     text = _ADDRESS.sub("", text)
     if len(text) > REPR_LIMIT:
         text = text[: REPR_LIMIT - 3] + "..."
@@ -589,7 +596,7 @@ class _Encoder:
         try:
             for name, item in zip(fields, value, strict=True):
                 self.path.append(_Field(str(name)))
-                items.append(self.enc(item))
+                items.append(self.enc_field(str(name), item))
                 self.path.pop()
         finally:
             self.active.discard(id(value))
@@ -612,9 +619,17 @@ class _Encoder:
             return self.placeholder(value, f"{cls.__qualname__}(value) does not rebuild the value")
         return ["sub", path, base_tree]
 
+    def enc_field(self, name: str, item: Any) -> Tree:
+        """The tree of a named field's value (a hook for :class:`_RedactingEncoder`)."""
+        return self.enc(item)
+
+    def describe(self, value: Any) -> str:
+        """The repr kept in a placeholder (a hook for :class:`_RedactingEncoder`)."""
+        return _safe_repr(value)
+
     def placeholder(self, value: Any, reason: str) -> Tree:
         type_name = _type_name(type(value))
-        text = _safe_repr(value)
+        text = self.describe(value)
         if self.strict:
             where = _format_path(self.root, self.path)
             raise EncodingError(
@@ -669,6 +684,121 @@ def encode(value: Any, *, strict: bool = False, root: str = "value") -> Tree:
     if scalar is not None:
         return scalar(value)
     return _Encoder(strict, root).enc(value)
+
+
+# ------------------------------------------------------------------ redacting encoder
+
+
+class Redactor(Protocol):
+    """A redaction policy, as :func:`encode_redacted` asks it (see :mod:`pcs._redaction`)."""
+
+    def value(self, value: Any) -> str | None:
+        """Why ``value`` itself must not be recorded (the redacted node's reason), or None."""
+
+    def named(self, name: Any, value: Any) -> str | None:
+        """Why the value under the mapping key or field ``name`` must not be recorded."""
+
+    def describe(self, value: Any) -> tuple[str, list[str]]:
+        """A repr of ``value`` holding no secret, and the paths (relative) it left out."""
+
+
+_CHECKED: Final = frozenset({str, bytes, bytearray})
+
+
+class _RedactingEncoder(_Encoder):
+    """The encoder, asking a :class:`Redactor` about every value, key and field first."""
+
+    __slots__ = ("found", "redactor")
+
+    def __init__(self, strict: bool, root: str, redactor: Redactor) -> None:
+        super().__init__(strict, root)
+        self.redactor = redactor
+        self.found: list[str] = []
+
+    def redact(self, reason: str) -> Tree:
+        self.found.append(f"{_format_path(self.root, self.path)}: {reason}")
+        return redacted_node(reason)
+
+    def enc(self, value: Any) -> Tree:
+        cls = type(value)
+        scalar = _SCALARS.get(cls)
+        if scalar is not None:
+            if cls in _CHECKED:
+                reason = self.redactor.value(value)
+                if reason is not None:
+                    return self.redact(reason)
+            return scalar(value)
+        if cls is dict:
+            return self.enc_dict(value)
+        if cls is set or cls is frozenset:
+            return self.enc_set(value)
+        container = _CONTAINERS.get(cls)
+        if container is not None:
+            return container(self, value)
+        reason = self.redactor.value(value)
+        if reason is not None:
+            return self.redact(reason)
+        return self.other(value)
+
+    def enc_dict(self, value: dict[Any, Any]) -> Tree:
+        refused = self._enter(value)
+        if refused is not None:
+            return refused
+        path, found = self.path, len(self.found)
+        named = self.redactor.named
+        pairs: list[tuple[bytes, Tree, Tree]] = []
+        secret_key = False
+        try:
+            for key, item in list(value.items()):
+                path.append(_KeyOf(key))
+                key_tree = self.enc(key)
+                if key_tree[0] == "redacted":
+                    secret_key = True
+                    path[-1] = _ValueAt("<key>")  # never the secret key in a path
+                else:
+                    path[-1] = _ValueAt(key)
+                reason = named(key, item)
+                item_tree = self.redact(reason) if reason is not None else self.enc(item)
+                path.pop()
+                pairs.append((_tree_bytes(key_tree), key_tree, item_tree))
+        finally:
+            self.active.discard(id(value))
+        if secret_key:  # redacted keys could collide: the whole mapping is redacted
+            del self.found[found:]
+            return self.redact("redacted (a key looks like a secret)")
+        return ["d", _sort_entries(pairs)]
+
+    def enc_set(self, value: set[Any] | frozenset[Any]) -> Tree:
+        found = len(self.found)
+        tree = super().enc_set(value)
+        if len(self.found) > found and tree[0] != "placeholder":
+            del self.found[found:]  # redacted elements could collide: the whole set is
+            return self.redact("redacted (an element looks like a secret)")
+        return tree
+
+    def enc_field(self, name: str, item: Any) -> Tree:
+        reason = self.redactor.named(name, item)
+        return self.enc(item) if reason is None else self.redact(reason)
+
+    def describe(self, value: Any) -> str:
+        text, hidden = self.redactor.describe(value)
+        where = _format_path(self.root, self.path)
+        self.found.extend(f"{where}{path}: redacted inside a placeholder" for path in hidden)
+        return _bounded(text)
+
+
+def encode_redacted(
+    value: Any, redactor: Redactor, *, strict: bool = False, root: str = "value"
+) -> tuple[Tree, list[str]]:
+    """:func:`encode` under a redaction policy: ``(tree, what was redacted)``.
+
+    Every value, mapping key and named field is shown to ``redactor`` first; a
+    secret becomes a redacted node (a mapping or set with a secret key or
+    element is redacted whole) and placeholders keep ``redactor``'s secret-free
+    repr. The list holds ``"path: reason"`` for each value left out.
+    """
+    encoder = _RedactingEncoder(strict, root, redactor)
+    return encoder.enc(value), encoder.found
 
 
 # ------------------------------------------------------------------ deferred scalars

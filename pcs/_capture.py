@@ -1,13 +1,16 @@
 """Argument capture for tracked calls: the argument policy.
 
 Each bound argument is encoded once with the canonical typed encoding
-(:mod:`pcs._canon`). Then, in this order:
+(:mod:`pcs._canon`), under the redaction policy (:mod:`pcs._redaction`). Then:
 
 * arguments named in ``exclude`` or ``redact``, arguments whose name looks like
-  a secret (password, secret, token, api_key, authorization, credential...),
-  :class:`pcs.Secret` values and URLs carrying a password are replaced by a
-  *redacted* node — before anything is hashed or persisted — and make the run
-  not reproducible unless the value is supplied again at replay;
+  a secret (password, token, api_key, authorization, cookie, session...),
+  :class:`pcs.Secret` values and strings holding a credential (a URL with a
+  password, a Bearer token, a JWT, an AWS key...) are replaced by a *redacted*
+  node — at any depth: under secret-named mapping keys and fields too — before
+  anything is hashed or persisted, and make the run not reproducible unless the
+  value is supplied again at replay (``rerun(overrides=...)``). ``None``,
+  booleans, empty values and a parameter's default value are not secrets;
 * values that cannot be encoded become placeholders (type, repr, digest) and
   make the run not reproducible, or raise :class:`~pcs.EncodingError` before
   the call when ``strict=True``;
@@ -20,13 +23,12 @@ MLflow param ``arg.<name>`` when it fits MLflow's limits.
 
 from __future__ import annotations
 
-import functools
-import re
+import inspect
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pcs import _canon
+from pcs import _canon, _redaction
 from pcs._records import MAX_PARAM_VALUE_LENGTH, param_key
 from pcs.secret import Secret
 
@@ -35,12 +37,7 @@ __all__ = ["MAX_INLINE_BYTES", "SHORT_STR", "Captured", "capture", "is_secret_na
 #: Encoded arguments larger than this are stored as artifacts, by digest.
 MAX_INLINE_BYTES = 64 * 1024
 
-_SECRET_NAME = re.compile(
-    r"pass(word|wd|phrase)?$|secret|token|api[_-]?key|apikey|authorization|auth[_-]?header"
-    r"|credential|private[_-]?key|access[_-]?key",
-    re.IGNORECASE,
-)
-_URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:[^/\s@]+@")
+_POLICY = _redaction.POLICY
 _SCALARS = (str, int, float, bool, type(None))
 #: strings up to this many characters are scalars: at most 6 bytes per character once
 #: encoded, far below MAX_INLINE_BYTES, and within MLflow's param value limit
@@ -48,8 +45,8 @@ SHORT_STR = 4096
 
 
 def is_secret_name(name: str) -> bool:
-    """True when an argument called ``name`` is redacted by default."""
-    return _SECRET_NAME.search(name) is not None
+    """True when an argument called ``name`` is redacted by default (unless trivial)."""
+    return _POLICY.is_secret_name(name)
 
 
 @dataclass(slots=True)
@@ -74,8 +71,13 @@ def capture(
     redact: Collection[str] = (),
     exclude: Collection[str] = (),
     strict: bool = False,
+    parameters: Mapping[str, inspect.Parameter] | None = None,
 ) -> Captured:
-    """Encode the bound ``arguments`` of one call under the argument policy."""
+    """Encode the bound ``arguments`` of one call under the argument policy.
+
+    ``parameters`` (the callable's signature's) tell default values apart: an
+    argument equal to its default is recorded as it is, even under a secret name.
+    """
     out = Captured()
     encoded, params = out.encoded, out.params
     for name, value in arguments.items():
@@ -88,7 +90,7 @@ def capture(
             or (kind is str and len(value) <= SHORT_STR)
             or (kind is int and value.bit_length() < SHORT_STR)
         )
-        if scalar and (kind is not str or "://" not in value):
+        if scalar and (kind is not str or _POLICY.secret_text(value) is None):
             # The hot path: a plain scalar under a name known to be innocuous.
             known = _plain_names.get((name, redact, exclude))
             if known is not None:
@@ -100,8 +102,14 @@ def capture(
                     if len(text) <= MAX_PARAM_VALUE_LENGTH:
                         params[known] = text
                 continue
-        reason = _redaction_reason(name, value, redact, exclude)
-        if reason is None and type(value) is not Secret:
+        reason = _redaction_reason(name, value, redact, exclude, parameters)
+        if (
+            reason is None
+            and type(value) is not Secret
+            and name not in redact
+            and name not in exclude
+            and not _POLICY.is_secret_name(name)
+        ):
             if len(_plain_names) > 10_000:
                 _plain_names.clear()
             _plain_names[(name, redact, exclude)] = param_key(name)
@@ -121,11 +129,19 @@ def capture(
                 params[param_key(name)] = text
             continue
         try:
-            tree = _canon.encode(value, strict=strict, root=name)
+            tree, hidden = _canon.encode_redacted(value, _POLICY, strict=strict, root=name)
         except Exception as exc:
             if strict:
                 raise
-            tree = _canon.encode(_Unencodable(exc))
+            # Fail closed: a value pcs could not check for secrets is not recorded.
+            reason = f"redacted (pcs could not check it for secrets: {type(exc).__name__})"
+            tree, hidden = _canon.redacted_node(reason), [f"{name}: {reason}"]
+        if hidden:
+            out.reasons.extend(
+                f"argument {h}; supply {name!r} again to replay "
+                f"(rerun(overrides={{{name!r}: ...}}))"
+                for h in hidden
+            )
         problems = _canon.find_placeholders(tree, root=name)
         if problems:
             out.reasons.extend(f"argument {p}" for p in problems)
@@ -135,6 +151,8 @@ def capture(
             out.blobs[digest] = blob
             tree = _canon.artifact_ref_node(digest, len(blob))
             text = f"<artifact sha256:{digest} ({len(blob)} bytes)>"
+        elif hidden:
+            text = _redaction.tree_text(tree, MAX_PARAM_VALUE_LENGTH)
         else:
             text = _display(value, problems)
         out.encoded[name] = tree
@@ -148,24 +166,50 @@ _plain_names: dict[tuple[str, Collection[str], Collection[str]], str] = {}
 
 
 def _redaction_reason(
-    name: str, value: Any, redact: Collection[str], exclude: Collection[str]
+    name: str,
+    value: Any,
+    redact: Collection[str],
+    exclude: Collection[str],
+    parameters: Mapping[str, inspect.Parameter] | None,
 ) -> str | None:
     if name in exclude:
         return "excluded"
-    if name in redact:
-        return "redacted"
     if isinstance(value, Secret):
         return "a pcs.Secret"
-    if _secret_name(name):
+    if isinstance(value, str):
+        label = _POLICY.secret_text(value)
+        if label is not None:
+            return f"redacted (it looks like {label})"
+    if _redaction.is_trivial(value) or _is_default(name, value, parameters):
+        return None  # None, a bool, an empty value, the default: not a secret
+    if name in redact:
+        return "redacted"
+    if _POLICY.is_secret_name(name):
         return "redacted (its name looks like a secret)"
-    if isinstance(value, str) and "://" in value and _URL_WITH_PASSWORD.match(value):
-        return "redacted (a URL with a password)"
     return None
 
 
-@functools.lru_cache(maxsize=4096)
-def _secret_name(name: str) -> bool:
-    return is_secret_name(name)
+def _is_default(
+    name: str, value: Any, parameters: Mapping[str, inspect.Parameter] | None
+) -> bool:
+    """True when ``value`` is the parameter's default (compared only for plain scalars)."""
+    if parameters is None:
+        return False
+    parameter = parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return False
+    default = parameter.default
+    if value is default:
+        return True
+    kind = type(value)
+    return kind is type(default) and kind in _SCALARS and bool(value == default)
+
+
+def _on_policy_change() -> None:
+    _plain_names.clear()
+
+
+_redaction.on_change(_on_policy_change)
 
 
 def _text(value: Any) -> str:
@@ -186,13 +230,3 @@ def _display(value: Any, problems: list[str]) -> str:
     except Exception:
         return f"<{type(value).__qualname__}>"
     return text
-
-
-class _Unencodable:
-    """Stands in for a value whose encoding raised (a buggy ``__eq__``, say)."""
-
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-    def __repr__(self) -> str:
-        return f"<value whose encoding raised {type(self.exc).__name__}: {self.exc}>"

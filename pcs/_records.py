@@ -93,15 +93,19 @@ class Materializer:
     def _on_R(self, batch: Batch, run_id: str, experiment_id: str, name: str | None,
               start_ms: int, tags: dict[str, str], params: dict[str, str],
               precreated: bool = False) -> None:
-        batch.runs[run_id] = NewRun(str(experiment_id), name, int(start_ms))
+        if type(run_id) is not str or not _SAFE_RUN_ID.match(run_id):
+            # A journal is data: a run id becomes a directory name, never a path.
+            raise ValueError(f"refusing a new run with the unsafe id {run_id!r}")
+        batch.runs[run_id] = NewRun(str(experiment_id), None if name is None else _text(name),
+                                    int(start_ms))
         if precreated:
             batch.precreated.add(run_id)
         if USER_TAG not in tags:
             batch.tags[(run_id, USER_TAG)] = _user()
         for key, value in tags.items():
-            batch.tags[(run_id, key)] = _tag_value(value)
+            batch.tags[(run_id, _text(key))] = _tag_value(value)
         for key, value in params.items():
-            batch.params[(run_id, key)] = str(value)
+            batch.params[(run_id, _text(key))] = _text(str(value))
 
     def _on_T(self, batch: Batch, run_id: str, experiment_id: str, start_ms: int, key: str,
               entry_point: str, name: str, parent_id: str | None, calls: dict[str, Any],
@@ -158,18 +162,19 @@ class Materializer:
 
     def _on_G(self, batch: Batch, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            batch.tags[(run_id, key)] = _tag_value(value)
+            batch.tags[(run_id, _text(key))] = _tag_value(value)
 
     def _on_P(self, batch: Batch, run_id: str, params: dict[str, str]) -> None:
         for key, value in params.items():
-            batch.params[(run_id, key)] = str(value)
+            batch.params[(run_id, _text(key))] = _text(str(value))
 
     def _on_M(self, batch: Batch, run_id: str, metrics: list[list[Any]]) -> None:
         for key, value, timestamp, step in metrics:
-            batch.metrics.append((run_id, str(key), float(value), int(timestamp), int(step)))
+            batch.metrics.append((run_id, _text(str(key)), float(value), int(timestamp),
+                                  int(step)))
 
     def _on_A(self, batch: Batch, run_id: str, path: str, data: str) -> None:
-        batch.artifacts.append((run_id, path, base64.b64decode(data)))
+        batch.artifacts.append((run_id, safe_artifact_path(path), base64.b64decode(data)))
 
     @staticmethod
     def _add_return_value(batch: Batch, run_id: str, fmt: str, payload: Any) -> None:
@@ -233,8 +238,38 @@ def _user() -> str:
         return "unknown"
 
 
+#: ids of new runs: MLflow's hex ids and pcs's local ids (never a path)
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
+
+
+def safe_artifact_path(path: Any) -> str:
+    """``path`` if it is a plain relative artifact path; ValueError otherwise.
+
+    A journal is data, never instructions: an artifact path read from one must
+    stay inside its run's artifact folder — relative, normalized, no ``..``, no
+    absolute or drive paths, no backslashes or NUL bytes.
+    """
+    if type(path) is not str or not path or "\x00" in path or "\\" in path:
+        raise ValueError(f"refusing the unsafe artifact path {path!r}")
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        raise ValueError(f"refusing the unsafe artifact path {path!r}")
+    return path
+
+
+def _text(value: str) -> str:
+    """``value``, with lone surrogates escaped (SQLite and HTTP need valid UTF-8)."""
+    if value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
+
+
 def _tag_value(value: Any) -> str:
-    text = str(value)
+    text = _text(str(value))
     if len(text) > MAX_TAG_VALUE_LENGTH:
         return text[: MAX_TAG_VALUE_LENGTH - 3] + "..."
     return text

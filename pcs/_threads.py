@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from pcs import _stack
+from pcs.run import known_experiment_id
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -103,8 +104,10 @@ def uninstrument_threads() -> None:
 def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment for a child process whose runs nest under the active run.
 
-    Sets ``PCS_PARENT_RUN_ID`` and ``PCS_PARENT_TRACKING_URI`` (and
-    ``MLFLOW_TRACKING_URI``, so the child writes to the same store).
+    Sets ``PCS_PARENT_RUN_ID``, ``PCS_PARENT_TRACKING_URI`` and
+    ``PCS_PARENT_EXPERIMENT_ID`` (and ``MLFLOW_TRACKING_URI``, so the child
+    writes to the same store). The child need not wait for the parent run to
+    reach the store.
     """
     env = dict(os.environ if base is None else base)
     parent = _stack.active()
@@ -112,4 +115,9 @@ def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         env[_stack.PARENT_ENV] = parent.identifier
         env[_stack.PARENT_URI_ENV] = parent.tracking_uri
         env["MLFLOW_TRACKING_URI"] = parent.tracking_uri
+        experiment_id = known_experiment_id(parent)
+        if experiment_id is not None:
+            env[_stack.PARENT_EXPERIMENT_ENV] = experiment_id
+        else:
+            env.pop(_stack.PARENT_EXPERIMENT_ENV, None)
     return env

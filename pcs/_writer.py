@@ -60,6 +60,10 @@ LINGER = 0.02
 STALL = 10.0
 
 
+#: when the exit budget (PCS_EXIT_FLUSH_TIMEOUT) runs out, once exit has begun
+_exit_deadline: float | None = None
+
+
 class Sink(Protocol):
     """Delivers records to a store; must be idempotent (a record may be delivered twice).
 
@@ -101,7 +105,10 @@ class Writer:
         *,
         max_pending: int = MAX_PENDING,
         batch: int = BATCH,
+        store: str = "",
     ) -> None:
+        #: the store's URI, for messages
+        self.store = store
         self._sink_factory = sink_factory
         self._sink: Sink | None = None
         #: sinks inherited through fork(): kept referenced so they are never closed here
@@ -331,13 +338,13 @@ class Writer:
                 for _ in range(len(batch)):
                     self._queue.popleft()
                 self._delivered += len(batch)
-                delivered = self._delivered
+                # Under the lock: close() never closes the journal under this write.
+                if self.journal is not None and not self._closed:
+                    try:
+                        self.journal.mark_done(self._delivered)
+                    except OSError as exc:
+                        self._disable_journal(exc)
                 cond.notify_all()
-            if self.journal is not None:
-                try:
-                    self.journal.mark_done(delivered)
-                except OSError as exc:
-                    self._disable_journal(exc)
 
     def _deliver_one_by_one(self, sink: Sink, batch: list[list[Any]], error: Exception) -> None:
         """A batch failed for a reason retrying cannot fix: isolate the record(s) at fault."""
@@ -422,9 +429,10 @@ class Writer:
         if not self._warned:
             self._warned = True
             _log.warning(
-                "pcs: cannot write to the tracking store (%s: %s). Your code keeps running; "
+                "pcs: cannot write to the tracking store %s (%s: %s). Your code keeps running; "
                 "%d record(s) wait in memory and in the journal %s and will be delivered when "
-                "the store is back (or by `pcs recover` after this process ends).",
+                "the store is reachable (or by `pcs recover` after this process ends).",
+                self.store or (self.journal.tracking_uri if self.journal is not None else "?"),
                 type(exc).__name__,
                 exc,
                 self.pending,
@@ -459,9 +467,12 @@ class Writer:
         return delivered
 
     def _at_exit(self) -> None:
+        global _exit_deadline
         if (self._enqueued == 0 and self.journal is None) or self._closed:
             return
-        if not self.close(timeout=exit_timeout()):
+        if _exit_deadline is None:  # one budget for the whole shutdown, every store
+            _exit_deadline = time.monotonic() + exit_timeout()
+        if not self.close(timeout=max(0.0, _exit_deadline - time.monotonic())):
             _log.warning(
                 "pcs: %d record(s) were not delivered before exit; they are kept in the "
                 "journal %s and delivered by the next pcs process here (or `pcs recover`).",

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import pickle
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _backend, _canon
+from pcs import _backend, _canon, _redaction
 from pcs._backend import Backend, get_backend
 from pcs._canon import is_deferrable
 from pcs.argument_set import ArgumentSet
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["RETURN_FORMATS", "ComponentRun"]
 
 RETURN_FORMATS = ("json", "yaml", "pickle")
+_log = logging.getLogger("pcs")
 _NOT_RECORDED = object()
 
 
@@ -40,14 +43,38 @@ def return_payload(value: Any, fmt: str) -> list[Any]:
     """``[format, payload]`` of a return value for the end record: an exact snapshot, now.
 
     The payload is the value's tree, a deferred scalar (see
-    :func:`pcs._canon.is_deferrable`), or base64 of a pickle.
+    :func:`pcs._canon.is_deferrable`), or base64 of a pickle. Secrets are
+    redacted first, at any depth (:mod:`pcs._redaction`); a value holding one is
+    never pickled: its redacted tree is logged as JSON instead. If checking the
+    value fails, the whole value is redacted (fail closed).
     """
+    if type(value) is str:
+        reason = _redaction.POLICY.value(value)
+        if reason is not None:
+            return [fmt if fmt != "pickle" else "json", _canon.redacted_node(reason)]
+    elif fmt != "pickle" and is_deferrable(value):
+        return [fmt, value]
+    try:
+        tree, hidden = _canon.encode_redacted(value, _redaction.POLICY, root="return value")
+    except Exception as exc:
+        reason = f"redacted (pcs could not check it for secrets: {type(exc).__name__})"
+        return [fmt if fmt != "pickle" else "json", _canon.redacted_node(reason)]
     if fmt == "pickle":
+        if hidden:
+            _log.warning(
+                "pcs: the return value holds secrets (%s), so it is logged as JSON with them "
+                "redacted instead of as a pickle.", "; ".join(hidden)[:500]
+            )
+            return ["json", tree]
         return [fmt, base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
                 .decode()]
-    if is_deferrable(value):
-        return [fmt, value]
-    return [fmt, _canon.encode(value)]
+    if type(value) is str:
+        return [fmt, value] if is_deferrable(value) else [fmt, tree]
+    return [fmt, tree]
+
+
+_warned_lock = threading.Lock()
+_warned_types: set[type[BaseException]] = set()
 
 
 class ComponentRun(Run):
@@ -60,6 +87,7 @@ class ComponentRun(Run):
     NOT_REPRODUCIBLE_REASON_TAG: ClassVar[str] = "pcs.not_reproducible_reason"
     REGISTRY_ARTIFACT: ClassVar[str] = "pcs.run_command_registry.yaml"
     RETURN_VALUE_ARTIFACT: ClassVar[str] = "pcs.return_value"
+    RETURN_VALUE_ERROR_TAG: ClassVar[str] = "pcs.return_value.error"
     ARGUMENT_ARTIFACT_DIR: ClassVar[str] = "pcs.arguments"
 
     _run_command: RunCommand | None = None
@@ -244,7 +272,30 @@ class ComponentRun(Run):
 
     def _record_return_value(self, value: Any, fmt: str) -> None:
         self._return_value = value
-        self._end_extra = return_payload(value, fmt)  # travels with the end record
+        self._end_extra = self._return_payload(value, fmt)  # travels with the end record
+
+    def _return_payload(self, value: Any, fmt: str) -> list[Any] | None:
+        """:func:`return_payload`, or None when the value cannot be serialized.
+
+        A call that returned is FINISHED whatever happens to its return value:
+        a serialization failure becomes the tag ``pcs.return_value.error`` and
+        one warning per error type, never a status.
+        """
+        try:
+            return return_payload(value, fmt)
+        except Exception as err:
+            text = f"{type(err).__name__}: {err}"[:_backend.MAX_TAG_VALUE_LENGTH]
+            self._backend.submit(["G", self._run_id, {self.RETURN_VALUE_ERROR_TAG: text}])
+            with _warned_lock:
+                first = type(err) not in _warned_types
+                _warned_types.add(type(err))
+            if first:
+                _log.warning(
+                    "pcs: the return value of run %s could not be stored as %s (%s); the run "
+                    "is FINISHED and tagged %s. Use return_format='json' or a picklable value.",
+                    self._run_id, fmt, text, self.RETURN_VALUE_ERROR_TAG,
+                )
+            return None
 
     # -- replay and portability (implemented in pcs.replay and pcs.portable) --
     def rerun(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pcs import _journal
-from pcs._backend import get_backend, now_ms
+from pcs._backend import absolute_uri, current_tracking_uri, get_backend, now_ms
 from pcs._writer import BATCH, Sink
 from pcs.exceptions import StoreError
 
@@ -43,6 +43,8 @@ class RecoveryReport:
     records: int = 0
     killed_runs: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: journals left alone because they were recorded for another store: (path, store)
+    other_stores: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (
@@ -51,17 +53,41 @@ class RecoveryReport:
         )
         if self.failed:
             text += f"; {len(self.failed)} journal(s) could not be delivered (kept for later)"
+        if self.other_stores:
+            text += (f"; {len(self.other_stores)} journal(s) of other stores left alone "
+                     "(deliver them with `pcs recover --store URI`)")
         return text
 
 
-def recover(journal_dir: str | os.PathLike[str] | None = None) -> RecoveryReport:
-    """Deliver dead processes' journals and mark their open runs KILLED."""
+def recover(
+    journal_dir: str | os.PathLike[str] | None = None, *, store: str | None = None
+) -> RecoveryReport:
+    """Deliver dead processes' journals and mark their open runs KILLED.
+
+    A journal is data, never instructions: its records go only to ``store``
+    (default: the store this process is configured for, ``MLFLOW_TRACKING_URI``
+    or MLflow's default), and only when the journal was recorded for that
+    same store — never to a URI read from the file. Journals of other stores
+    are left alone and reported (``pcs recover --store URI`` delivers them).
+    """
     directory = Path(journal_dir) if journal_dir is not None else _journal.default_directory()
+    target = absolute_uri(store) if store else current_tracking_uri()
     report = RecoveryReport()
     with _lock:
         for found in _journal.dead_journals(directory):
+            recorded = found.header.get("tracking_uri") if found.header else None
+            other = not isinstance(recorded, str) or absolute_uri(recorded) != target
+            if other and not (store and recorded is None):  # a damaged header: only when told
+                found.release()
+                report.other_stores.append((str(found.path), str(recorded)))
+                _log.warning(
+                    "pcs: journal %s holds records for the store %r, not for %r; it is "
+                    "left alone. Deliver it with `pcs recover --store <that store>` if "
+                    "you trust it.", found.path, recorded, target,
+                )
+                continue
             try:
-                delivered, killed = _recover_one(found)
+                delivered, killed = _recover_one(found, target)
             except Exception as exc:
                 found.release()
                 report.failed.append(str(found.path))
@@ -79,9 +105,9 @@ def recover(journal_dir: str | os.PathLike[str] | None = None) -> RecoveryReport
     return report
 
 
-def _recover_one(found: _journal.JournalFile) -> tuple[int, list[str]]:
-    header = found.header
-    backend = get_backend(str(header["tracking_uri"]))
+def _recover_one(found: _journal.JournalFile, target: str) -> tuple[int, list[str]]:
+    header = found.header or {}
+    backend = get_backend(target)
     sink = backend._make_sink(recovering=True)
     started: set[str] = set()
     ended: set[str] = set()

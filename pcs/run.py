@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -73,6 +74,8 @@ class Run:
 
     #: a return value ``[format, payload]`` delivered with the run's end record
     _end_extra: list[Any] | None = None
+    #: a handle from another process: its run may not be in the store yet (wait for it)
+    _remote: bool = False
 
     DEFAULT_EXPERIMENT_ID: ClassVar[str] = "0"
     PCS_RUN_TAG: ClassVar[str] = "pcs.is_run"
@@ -121,7 +124,9 @@ class Run:
         elif parent:
             self._parent_id = str(parent)
             if experiment_id is None:
-                experiment_id = self._backend.get_run(self._parent_id).info.experiment_id
+                experiment_id = wait_for_run(
+                    self._backend, self._parent_id, parent_wait_seconds()
+                ).info.experiment_id
         if self._parent_id:
             all_tags[_backend.PARENT_RUN_ID_TAG] = self._parent_id
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
@@ -152,9 +157,17 @@ class Run:
 
     @property
     def experiment_id(self) -> str:
-        """The id of the MLflow experiment holding this run."""
+        """The id of the MLflow experiment holding this run.
+
+        A handle that came from another process (unpickled, or named by
+        ``PCS_PARENT_RUN_ID``) may name a run its owner has only just started:
+        it waits up to ``PCS_PARENT_WAIT_SECONDS`` (default 30) for the run to
+        reach the store before raising :class:`~pcs.exceptions.RunNotFoundError`.
+        """
         if self._experiment_id is None:
-            self._experiment_id = self._backend.get_run(self._run_id).info.experiment_id
+            wait = parent_wait_seconds() if self._remote else 0.0
+            record = wait_for_run(self._backend, self._run_id, wait)
+            self._experiment_id = record.info.experiment_id
         return self._experiment_id
 
     @property
@@ -183,9 +196,12 @@ class Run:
     def __hash__(self) -> int:
         return hash((self._run_id, self.tracking_uri))
 
-    def __reduce__(self) -> tuple[Any, tuple[type[Run], str, str]]:
-        # A Run crosses process boundaries as a handle: its class, id and store.
-        return (_run_from_handle, (type(self), self.identifier, self.tracking_uri))
+    def __reduce__(self) -> tuple[Any, tuple[type[Run], str, str, str | None]]:
+        # A Run crosses process boundaries as a handle: its class, id, store and (when
+        # known) experiment, so a run started in another process needs no store read
+        # — the run may not have reached the store yet when the handle is used.
+        return (_run_from_pickle, (type(self), self.identifier, self.tracking_uri,
+                                   self._experiment_id))
 
     # -- lifecycle --------------------------------------------------------
     def end(self, status: str = "FINISHED") -> None:
@@ -239,7 +255,7 @@ class Run:
         self.end(status)
 
     def _record_error(self, exc: BaseException) -> None:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        text = _error_text(exc, self._run_id)
         error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
         self._backend.submit(["X", self._run_id, error_type, text])
 
@@ -504,6 +520,44 @@ class Run:
         return _run_from_handle(cls, run_id, backend.tracking_uri)
 
 
+#: (id of the traceback head, run id) of the last error recorded (see _error_text)
+_last_error: tuple[int, str] = (0, "")
+#: how far _error_text looks for the traceback head of a nested run's error
+_NESTED_SEARCH = 64
+
+
+def _error_text(exc: BaseException, run_id: str) -> str:
+    """The traceback text of ``exc`` for ``run_id``'s ``pcs.traceback.txt``.
+
+    An error passing through nested tracked calls reaches each of their runs
+    with a longer traceback; formatting all of it every time would cost time
+    quadratic in the depth (minutes for deep recursion). When the error has
+    just been recorded for a run nested inside this one, this run's text shows
+    only its own frames down to that run, and names it.
+    """
+    global _last_error
+    head = exc.__traceback__
+    inner_head, inner_run = _last_error
+    frames = 0
+    if inner_head and head is not None:
+        tb: TracebackType | None = head
+        while tb is not None and frames < _NESTED_SEARCH:
+            frames += 1
+            if id(tb) == inner_head:
+                break
+            tb = tb.tb_next
+        else:
+            frames = 0
+    if head is not None:
+        _last_error = (id(head), run_id)
+    if frames:
+        own = "".join(traceback.format_exception(type(exc), exc, head, limit=frames,
+                                                 chain=False))
+        return (f"{own}\nThe error came from the nested run {inner_run}; its "
+                "pcs.traceback.txt holds the rest of the traceback.\n")
+    return "".join(traceback.format_exception(type(exc), exc, head))
+
+
 _KEY = re.compile(r"^[/\w.\- :]+$")
 
 
@@ -545,7 +599,9 @@ def handle(run_id: str, tracking_uri: str | None = None) -> Run:
     return _run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri)
 
 
-def _run_from_handle(cls: type[Run], run_id: str, tracking_uri: str) -> Run:
+def _run_from_handle(
+    cls: type[Run], run_id: str, tracking_uri: str, experiment_id: str | None = None
+) -> Run:
     """Rebuild a Run handle from its id and store without touching the store."""
     run = cls.__new__(cls)
     run._backend = get_backend(tracking_uri)
@@ -554,5 +610,74 @@ def _run_from_handle(cls: type[Run], run_id: str, tracking_uri: str) -> Run:
     run._name = None
     run._parent_id = None
     run._run_id = run_id
-    run._experiment_id = None
+    run._experiment_id = experiment_id
     return run
+
+
+def _run_from_pickle(
+    cls: type[Run], run_id: str, tracking_uri: str, experiment_id: str | None = None
+) -> Run:
+    """A handle unpickled from another process (see :meth:`Run.__reduce__`).
+
+    Its run may not be in the store yet (its owner's writer delivers in the
+    background): reading it waits, bounded (:func:`parent_wait_seconds`).
+    """
+    run = _run_from_handle(cls, run_id, tracking_uri, experiment_id)
+    run._remote = True
+    return run
+
+
+def remote_handle(run_id: str, tracking_uri: str | None = None,
+                  experiment_id: str | None = None) -> Run:
+    """:func:`handle` on a run that another process may have only just started."""
+    run = _run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri,
+                           experiment_id or None)
+    run._remote = True
+    return run
+
+
+def known_experiment_id(run: Run) -> str | None:
+    """The run's experiment id if known without reading the store, else None."""
+    return run._experiment_id
+
+
+#: Seconds a handle from another process waits for its run to reach the store.
+PARENT_WAIT_ENV = "PCS_PARENT_WAIT_SECONDS"
+_DEFAULT_PARENT_WAIT = 30.0
+
+
+def parent_wait_seconds() -> float:
+    """``$PCS_PARENT_WAIT_SECONDS`` (default 30; 0 reads once and never waits)."""
+    value = os.environ.get(PARENT_WAIT_ENV)
+    if not value:
+        return _DEFAULT_PARENT_WAIT
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        _log.warning("pcs: ignoring %s=%r (not a number of seconds)", PARENT_WAIT_ENV, value)
+        return _DEFAULT_PARENT_WAIT
+
+
+def wait_for_run(backend: Backend, run_id: str, wait: float) -> Any:
+    """``backend.get_run(run_id)``, retried for up to ``wait`` seconds while it is not found.
+
+    A run started by another process reaches the store when that process's
+    writer delivers it; until then the store does not know it.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        try:
+            return backend.get_run(run_id)
+        except RunNotFoundError as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if wait > 0:
+                    exc.add_note(
+                        f"pcs waited {wait:g} s for the run to reach the store (a run "
+                        f"started by another process arrives when that process's writer "
+                        f"delivers it); set {PARENT_WAIT_ENV} to wait longer."
+                    )
+                raise
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.5)

@@ -120,7 +120,7 @@ def test_store_down_then_back_delivers_exactly_once(
     with caplog.at_level(logging.WARNING, logger="pcs"):
         with pcs.run("outage") as outer:
             assert [add(i) for i in range(20)] == [i + 2 for i in range(20)]
-            with pytest.raises(pcs.StoreError, match="record.s. recorded earlier are not deliv"):
+            with pytest.raises(pcs.StoreError, match=r"record\(s\) recorded earlier are not deliv"):
                 outer.identifier  # noqa: B018 - the store cannot have created it
         assert not pcs.flush(timeout=0.5)
         down.clear()

@@ -7,12 +7,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
+from typing import Any
 
+import pool_support
 import pytest
 from conftest import parent_of, stored_runs
 from mlflow.tracking import MlflowClient
 
 import pcs
+from pcs.run import PARENT_WAIT_ENV, _run_from_handle
 
 CHILD = textwrap.dedent(
     """
@@ -59,17 +64,54 @@ def test_env_var_alone_seeds_root(client: MlflowClient, tracking_uri: str) -> No
     assert parent_of(client, child_root) == parent.identifier
 
 
-def _spawned(parent: pcs.Run) -> str:
-    with pcs.run("spawned", parent=parent) as r:
-        return r.identifier
+def _apply_in_spawned_worker(fn: Any, *args: Any) -> Any:
+    # close + join (not terminate, as ``with Pool`` does): the worker exits normally and
+    # delivers its records before it goes.
+    pool = multiprocessing.get_context("spawn").Pool(
+        1, initializer=pool_support.use_store, initargs=(os.environ["MLFLOW_TRACKING_URI"],)
+    )
+    try:
+        return pool.apply(fn, args)
+    finally:
+        pool.close()
+        pool.join()
 
 
 def test_pickled_handle_as_parent_in_spawned_process(client: MlflowClient) -> None:
     with pcs.run("parent") as parent:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(1) as pool:
-            child_id = pool.apply(_spawned, (parent,))
+        child_id = _apply_in_spawned_worker(pool_support.spawned_child, parent)
     assert parent_of(client, child_id) == parent.identifier
+    assert client.get_run(child_id).info.experiment_id == parent.experiment_id
+
+
+def test_pickled_handle_of_a_run_not_in_the_store_yet(
+    client: MlflowClient, tracking_uri: str
+) -> None:
+    # The race that made the test above flaky, made certain: the parent run has not
+    # reached the store when the child uses its handle. The handle carries the
+    # run's id, store and experiment, so the child needs no store read.
+    not_yet = _run_from_handle(pcs.Run, uuid.uuid4().hex, tracking_uri, "0")
+    child_id = _apply_in_spawned_worker(pool_support.spawned_child, not_yet)
+    assert parent_of(client, child_id) == not_yet.identifier
+
+
+def test_handle_without_experiment_waits_bounded_for_its_run(
+    monkeypatch: pytest.MonkeyPatch, tracking_uri: str
+) -> None:
+    monkeypatch.setenv(PARENT_WAIT_ENV, "0.5")
+    started = time.monotonic()
+    with pytest.raises(pcs.RunNotFoundError) as info, pcs.run("child", parent=uuid.uuid4().hex):
+        pass
+    assert time.monotonic() - started >= 0.5
+    assert PARENT_WAIT_ENV in "".join(info.value.__notes__)
+
+
+def test_handle_without_experiment_finds_its_run(client: MlflowClient) -> None:
+    with pcs.run("parent") as parent:
+        pass
+    with pcs.run("child", parent=parent.identifier) as child:
+        pass
+    assert parent_of(client, child.identifier) == parent.identifier
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -1,0 +1,48 @@
+"""Tracked callables for the process-pool tests: importable by spawn/forkserver workers."""
+
+from __future__ import annotations
+
+import os
+
+import pcs
+
+
+def use_store(tracking_uri: str) -> None:
+    """Pool initializer: write to the test's store (a forkserver keeps its first env)."""
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+
+
+@pcs.tracked
+def square(x: int) -> int:
+    return x * x
+
+
+@pcs.tracked
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@pcs.tracked
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    @pcs.tracked
+    def scale(self, x: int) -> int:
+        return x * self.factor
+
+    @pcs.tracked
+    @classmethod
+    def make(cls, factor: int) -> Scaler:
+        return cls(factor)
+
+    @pcs.tracked
+    @staticmethod
+    def double(x: int) -> int:
+        return 2 * x
+
+
+def spawned_child(parent: pcs.Run) -> str:
+    """Start a run under ``parent`` (a handle pickled from the parent process)."""
+    with pcs.run("spawned", parent=parent) as r:
+        return r.identifier
