@@ -800,6 +800,14 @@ class SqliteSink:
         self._files_pool: Any = None
         self.gate = _ExperimentGate(self._experiment_problem)
 
+    def reopen(self) -> None:
+        """A new database connection (the writer's retry after repeated failures)."""
+        old, self.connection = self.connection, _connect(self.backend.tracking_uri)
+        try:
+            old.close()
+        except sqlite3.Error:
+            pass
+
     def _experiment_problem(self, experiment_id: str) -> str | None:
         """Why runs cannot go into ``experiment_id`` (None: they can)."""
         uri = self.backend.tracking_uri

@@ -285,6 +285,7 @@ class Writer:
     def _run(self) -> None:
         cond = self._cond
         backoff = 0.05
+        failures = 0
         while True:
             with cond:
                 if self._closed:
@@ -325,9 +326,19 @@ class Writer:
                     self._deliver_one_by_one(self._sink, batch, exc)
                 else:
                     self._report_failure(exc)
+                    failures += 1
+                    reopen = getattr(self._sink, "reopen", None)
+                    if failures % 5 == 0 and reopen is not None:
+                        # A new connection: a store that was read-only or missing when
+                        # it was opened stays so through the old one.
+                        try:
+                            reopen()
+                        except Exception as again:
+                            _log.debug("pcs: reopening the store failed: %s", again)
                     time.sleep(backoff * (1 + random.random()))  # noqa: S311 - jitter
                     backoff = min(backoff * 2, 5.0)
                     continue
+            failures = 0
             self._delivering_since = None
             backoff = 0.05
             if self._failing_since is not None:

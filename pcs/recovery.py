@@ -43,6 +43,8 @@ class RecoveryReport:
     records: int = 0
     killed_runs: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: what was damaged in the recovered journals (one line per damaged journal)
+    damaged: list[str] = field(default_factory=list)
     #: journals left alone because they were recorded for another store: (path, store)
     other_stores: list[tuple[str, str]] = field(default_factory=list)
 
@@ -53,6 +55,8 @@ class RecoveryReport:
         )
         if self.failed:
             text += f"; {len(self.failed)} journal(s) could not be delivered (kept for later)"
+        if self.damaged:
+            text += f"; damage in {len(self.damaged)} journal(s): " + " | ".join(self.damaged)
         if self.other_stores:
             text += (f"; {len(self.other_stores)} journal(s) of other stores left alone "
                      "(deliver them with `pcs recover --store URI`)")
@@ -96,6 +100,9 @@ def recover(
                     found.path, type(exc).__name__, exc,
                 )
                 continue
+            damage = found.damage_report()
+            if damage:
+                report.damaged.append(f"{found.path}: {damage}")
             found.finish()
             report.journals.append(str(found.path))
             report.records += delivered

@@ -149,3 +149,39 @@ def test_artifact_files_failing_commit_nothing_then_deliver(
         names = {a.path for a in stock.list_artifacts(run.info.run_id)}
         assert names == {"pcs.run_command_registry.yaml", "pcs.return_value.json"}
     assert any("No space left on device" in r.getMessage() for r in caplog.records)
+
+
+def test_store_read_only_at_start_is_retried_with_a_new_connection(
+    monkeypatch: pytest.MonkeyPatch, tracking_uri: str
+) -> None:
+    """SQLite keeps a database read-only through the connection that opened it so (root
+    ignores file modes, so the first connection is opened read-only on purpose): the
+    writer reopens the store while it retries, and everything arrives."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    real_connect = _backend._connect
+    opened: list[str] = []
+
+    def connect(uri: str) -> sqlite3.Connection:
+        if len(opened) < 2:  # the schema check's connection, then the writer's
+            opened.append("ro")
+            path = _backend._sqlite_path(uri)
+            return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+        opened.append("rw")
+        return real_connect(uri)
+
+    monkeypatch.setattr(_backend, "_connect", connect)
+
+    @pcs.tracked
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert [add(i, 1) for i in range(5)] == [1, 2, 3, 4, 5]
+    assert pcs.flush(120)
+    assert opened[:2] == ["ro", "ro"]
+    assert "rw" in opened
+    runs = MlflowClient(tracking_uri=tracking_uri).search_runs(["0"])
+    assert sorted(int(r.data.params["arg.a"]) for r in runs) == [0, 1, 2, 3, 4]
