@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlparse
 
+from pcs import settings
 from pcs._journal import Journal, default_directory
 from pcs._records import (
     MAX_PARAM_KEY_LENGTH,
@@ -193,10 +194,7 @@ _fork_held: list[Any] = []
 
 
 def _fork_wait() -> float:
-    try:
-        return max(0.0, float(os.environ.get("PCS_FORK_WAIT_SECONDS", "10")))
-    except ValueError:
-        return 10.0
+    return settings.FORK_WAIT_SECONDS.get()
 
 
 def _before_fork() -> None:
@@ -329,7 +327,7 @@ class Backend:
                 writer = self._writer
                 if writer is None:
                     journal = None
-                    if os.environ.get("PCS_JOURNAL", "1") != "0":
+                    if settings.JOURNAL.get():
                         journal = Journal(default_directory(), self.tracking_uri)
                     writer = Writer(self._make_sink, journal, store=self.tracking_uri)
                     self._writer = writer
@@ -391,7 +389,7 @@ class Backend:
                 return self.run_ids.get(run_id, run_id)
             return run_id
         if timeout is None:
-            timeout = float(os.environ.get("PCS_RUN_ID_TIMEOUT", "60"))
+            timeout = settings.RUN_ID_TIMEOUT.get()
         self.settle(timeout)
         found = self.run_ids.get(run_id)
         if found is None:
@@ -655,11 +653,7 @@ def _assigns_ids(uri: str) -> bool:
 
 def read_timeout() -> float:
     """Seconds a read waits for earlier records to be delivered (``PCS_READ_TIMEOUT``)."""
-    try:
-        return max(0.0, float(os.environ.get("PCS_READ_TIMEOUT", "30")))
-    except ValueError:
-        _log.warning("pcs: PCS_READ_TIMEOUT must be a number of seconds; using 30.")
-        return 30.0
+    return settings.READ_TIMEOUT.get()
 
 
 def _open_client(uri: str) -> Any:
@@ -1089,7 +1083,7 @@ def _connect(uri: str) -> sqlite3.Connection:
     connection = sqlite3.connect(
         _sqlite_path(uri), timeout=1.0, isolation_level=None, check_same_thread=False
     )
-    busy_ms = int(os.environ.get("PCS_SQLITE_BUSY_TIMEOUT_MS", "30000"))
+    busy_ms = settings.SQLITE_BUSY_TIMEOUT_MS.get()
     connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
     try:
         connection.execute("PRAGMA journal_mode = WAL")
@@ -1274,7 +1268,7 @@ def _end_open_runs_at_exit() -> None:
 
 def _recover_in_background() -> None:
     """Deliver journals that dead processes left in this working directory (once)."""
-    if "recover" in _lifecycle_done or os.environ.get("PCS_AUTO_RECOVER", "1") == "0":
+    if "recover" in _lifecycle_done or not settings.AUTO_RECOVER.get():
         return
     _lifecycle_done.add("recover")
 
@@ -1321,7 +1315,7 @@ def _install_sigterm_handler() -> None:
     global _sigterm_installed
     if _sigterm_installed or threading.current_thread() is not threading.main_thread():
         return
-    if os.environ.get("PCS_HANDLE_SIGTERM", "1") == "0":
+    if not settings.HANDLE_SIGTERM.get():
         return
     previous = signal.getsignal(signal.SIGTERM)
     if previous not in (signal.SIG_DFL, None):

@@ -56,6 +56,8 @@ from typing import Any
 
 import orjson
 
+from pcs import settings
+
 __all__ = [
     "Damage",
     "Journal",
@@ -67,7 +69,7 @@ __all__ = [
 
 _log = logging.getLogger("pcs")
 
-JOURNAL_DIR_ENV = "PCS_JOURNAL_DIR"
+JOURNAL_DIR_ENV = settings.JOURNAL_DIR.name
 #: The journal file grows in steps of this many bytes (mapped, zero-filled at the end).
 CHUNK = 4 * 1024 * 1024
 SUFFIX = ".jsonl"
@@ -118,7 +120,7 @@ def _loads(data: bytes) -> Any:
 
 def default_directory() -> Path:
     """``$PCS_JOURNAL_DIR``, else ``.pcs/journal`` in the working directory."""
-    configured = os.environ.get(JOURNAL_DIR_ENV)
+    configured = settings.JOURNAL_DIR.get()
     return Path(configured) if configured else Path.cwd() / ".pcs" / "journal"
 
 

@@ -24,13 +24,12 @@ import them). ``PCS_INSTRUMENT_POOLS=0`` in the environment turns this off;
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pcs import _stack
+from pcs import _stack, settings
 
 if TYPE_CHECKING:
     from pcs.run import Run
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["INSTRUMENT_ENV", "InParent", "install", "installed", "uninstall"]
 
 #: ``0`` turns the instrumentation of process pools off (read once, by :func:`install`).
-INSTRUMENT_ENV = "PCS_INSTRUMENT_POOLS"
+INSTRUMENT_ENV = settings.INSTRUMENT_POOLS.name
 
 _lock = threading.Lock()
 #: (class, method name) -> the original method, while patched
@@ -91,7 +90,7 @@ def install() -> None:
     Does nothing when ``PCS_INSTRUMENT_POOLS`` is ``0`` (or ``false``/``no``/``off``).
     """
     global _hooks_registered, _enabled
-    if os.environ.get(INSTRUMENT_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not settings.INSTRUMENT_POOLS.get():
         return
     with _lock:
         _enabled = True

@@ -17,9 +17,10 @@ the store yet when the child starts; the handle waits for it (bounded, see
 
 from __future__ import annotations
 
-import os
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
+
+from pcs import settings
 
 if TYPE_CHECKING:
     from pcs.run import Run
@@ -35,9 +36,9 @@ __all__ = [
     "set_last",
 ]
 
-PARENT_ENV = "PCS_PARENT_RUN_ID"
-PARENT_URI_ENV = "PCS_PARENT_TRACKING_URI"
-PARENT_EXPERIMENT_ENV = "PCS_PARENT_EXPERIMENT_ID"
+PARENT_ENV = settings.PARENT_RUN_ID.name
+PARENT_URI_ENV = settings.PARENT_TRACKING_URI.name
+PARENT_EXPERIMENT_ENV = settings.PARENT_EXPERIMENT_ID.name
 
 #: ``()`` or ``(run, node below, depth)``
 _Node = tuple[Any, ...]
@@ -120,7 +121,7 @@ def _env_root() -> Run | None:
     cached = _env_parent
     if cached is not None and cached[1] is None:
         return None
-    run_id = os.environ.get(PARENT_ENV)
+    run_id = settings.PARENT_RUN_ID.get()
     if not run_id:
         _env_parent = ("", None)
         return None
@@ -128,7 +129,7 @@ def _env_root() -> Run | None:
         return cached[1]
     from pcs.run import remote_handle
 
-    run = remote_handle(run_id, os.environ.get(PARENT_URI_ENV) or None,
-                        os.environ.get(PARENT_EXPERIMENT_ENV) or None)
+    run = remote_handle(run_id, settings.PARENT_TRACKING_URI.get(),
+                        settings.PARENT_EXPERIMENT_ID.get())
     _env_parent = (run_id, run)
     return run

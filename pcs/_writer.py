@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pcs import settings
 from pcs._journal import Journal
 
 __all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer", "exit_timeout"]
@@ -57,7 +58,7 @@ MAX_PENDING = 20_000
 #: Seconds the writer waits for a batch to fill before delivering a small one.
 LINGER = 0.02
 #: Seconds without progress after which a delivery counts as failing (``PCS_STALL_SECONDS``).
-STALL = 10.0
+STALL = settings.STALL_SECONDS.default
 
 
 #: when the exit budget (PCS_EXIT_FLUSH_TIMEOUT) runs out, once exit has begun
@@ -76,11 +77,7 @@ class Sink(Protocol):
 
 def exit_timeout() -> float:
     """The exit budget in seconds (``PCS_EXIT_FLUSH_TIMEOUT``, default 60)."""
-    try:
-        return max(0.0, float(os.environ.get("PCS_EXIT_FLUSH_TIMEOUT", "60")))
-    except ValueError:
-        _log.warning("pcs: PCS_EXIT_FLUSH_TIMEOUT must be a number of seconds; using 60.")
-        return 60.0
+    return settings.EXIT_FLUSH_TIMEOUT.get()
 
 
 def _transient(exc: Exception) -> bool:
@@ -139,7 +136,7 @@ class Writer:
         self.delivery_lock = threading.Lock()
         self._fork_held: list[threading.Lock] = []
         self._delivering_since: float | None = None  # a delivery is under way since then
-        self._stall = float(os.environ.get("PCS_STALL_SECONDS", STALL))
+        self._stall = settings.STALL_SECONDS.get()
         #: calls started but not yet published: (records, (component key, spec fields))
         self._starts: deque[tuple[list[list[Any]], tuple[str, Callable[[], Any]]]] = deque()
         atexit.register(self._at_exit)

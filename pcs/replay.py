@@ -37,7 +37,6 @@ import importlib
 import inspect
 import json
 import logging
-import os
 import sys
 import threading
 from collections import OrderedDict
@@ -46,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from pcs import _canon, _stack, tracking
+from pcs import _canon, _stack, settings, tracking
 from pcs._backend import Backend, get_backend
 from pcs._yaml import load_yaml
 from pcs.component import Component, clear_git_cache
@@ -91,7 +90,7 @@ CODE_DRIFT_ARTIFACT: Final = "pcs.code_drift.diff"
 """Artifact of such a run: what changed (a unified diff of the source)."""
 OVERRIDES_TAG: Final = "pcs.rerun_overrides"
 """Tag of a replayed run: the names of the arguments supplied with ``overrides``."""
-ALLOWED_MODULES_ENV: Final = "PCS_REPLAY_ALLOWED_MODULES"
+ALLOWED_MODULES_ENV: Final = settings.REPLAY_ALLOWED_MODULES.name
 """Environment variable: comma-separated module prefixes a replay may import."""
 
 # Tags of runs created by pcs.import_runs (kept here so both modules agree).
@@ -358,8 +357,7 @@ def _allowed_prefixes(allowed_modules: Iterable[str] | None) -> tuple[str, ...]:
             f"allowed_modules=[{allowed_modules!r}]."
         )
     sources = [("allowed_modules", list(allowed_modules or ()))]
-    env = os.environ.get(ALLOWED_MODULES_ENV, "")
-    sources.append((ALLOWED_MODULES_ENV, [p.strip() for p in env.split(",") if p.strip()]))
+    sources.append((ALLOWED_MODULES_ENV, list(settings.REPLAY_ALLOWED_MODULES.get())))
     for origin, prefixes in sources:
         for prefix in prefixes:
             if not isinstance(prefix, str) or not all(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -21,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _backend
+from pcs import _backend, settings
 from pcs._backend import Backend, get_backend, now_ms
 from pcs.exceptions import RunNotFoundError, UsageError
 from pcs.registry import InMemoryRegistry, Registry
@@ -642,20 +641,12 @@ def known_experiment_id(run: Run) -> str | None:
 
 
 #: Seconds a handle from another process waits for its run to reach the store.
-PARENT_WAIT_ENV = "PCS_PARENT_WAIT_SECONDS"
-_DEFAULT_PARENT_WAIT = 30.0
+PARENT_WAIT_ENV = settings.PARENT_WAIT_SECONDS.name
 
 
 def parent_wait_seconds() -> float:
     """``$PCS_PARENT_WAIT_SECONDS`` (default 30; 0 reads once and never waits)."""
-    value = os.environ.get(PARENT_WAIT_ENV)
-    if not value:
-        return _DEFAULT_PARENT_WAIT
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        _log.warning("pcs: ignoring %s=%r (not a number of seconds)", PARENT_WAIT_ENV, value)
-        return _DEFAULT_PARENT_WAIT
+    return settings.PARENT_WAIT_SECONDS.get()
 
 
 def wait_for_run(backend: Backend, run_id: str, wait: float) -> Any:

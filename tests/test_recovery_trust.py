@@ -307,3 +307,77 @@ def test_artifact_paths_from_records_stay_in_the_run(
     planted = [p for p in Path("/tmp").glob("escape.txt")] + list(tmp_path.rglob("*escape*")) \
         + list(tmp_path.rglob("e.txt")) + list(tmp_path.parent.rglob("evil"))
     assert planted == []
+
+
+def test_exit_with_the_store_down_keeps_the_budget(tmp_path: Path) -> None:
+    """One budget (PCS_EXIT_FLUSH_TIMEOUT) bounds the whole shutdown; what is left stays
+    in the journal, said once with how to deliver it."""
+    from server_support import Server
+
+    down = Server(tmp_path)  # never started: connections are refused
+    code = textwrap.dedent(
+        """
+        import time
+        import pcs
+
+        @pcs.tracked
+        def step(i):
+            return i
+
+        with pcs.run("at-exit"):
+            for i in range(50):
+                step(i)
+        print(time.time(), flush=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                          env=_env(MLFLOW_TRACKING_URI=down.url, PCS_EXIT_FLUSH_TIMEOUT="3"),
+                          capture_output=True, text=True, timeout=300, check=False)
+    ended = time.time()
+    assert done.returncode == 0, done.stderr
+    exit_seconds = ended - float(done.stdout.strip())
+    print(f"exit with the store down took {exit_seconds:.1f} s (budget 3 s)")
+    assert exit_seconds < 3 + 5  # the budget, plus interpreter teardown on a busy machine
+    left = [line for line in done.stderr.splitlines() if "not delivered before exit" in line]
+    assert len(left) == 1, done.stderr
+    assert "pcs recover" in left[0]
+
+
+def test_sigkill_mid_burst_against_a_real_server_is_exactly_once(tmp_path: Path) -> None:
+    from server_support import Server
+
+    root = tmp_path / "server"
+    root.mkdir()
+    server = Server(root)
+    server.start()
+    try:
+        code = textwrap.dedent(
+            """
+            import os, signal
+            import pcs
+
+            @pcs.tracked
+            def step(i):
+                return i
+
+            with pcs.run("burst"):
+                for i in range(300):
+                    step(i)
+                pcs.flush(timeout=1.0)  # part delivered, the rest not yet
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                              env=_env(MLFLOW_TRACKING_URI=server.url), capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        for _ in range(2):  # twice: the second finds nothing to do
+            recovered = _recover_cli(tmp_path, MLFLOW_TRACKING_URI=server.url)
+            assert recovered.returncode == 0, recovered.stderr
+        runs = MlflowClient(tracking_uri=server.url).search_runs(["0"], max_results=5000)
+        steps = [r for r in runs if r.data.tags.get("pcs.entry_point") == "step"]
+        assert sorted(int(r.data.params["arg.i"]) for r in steps) == list(range(300))
+        assert {r.info.status for r in steps} == {"FINISHED"}
+        assert [r.info.status for r in runs if r.info.run_name == "burst"] == ["KILLED"]
+    finally:
+        server.stop()
