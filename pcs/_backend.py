@@ -37,7 +37,7 @@ from pcs._records import (
     Materializer,
     NewRun,
 )
-from pcs._writer import Sink, Writer, exit_timeout
+from pcs._writer import Sink, Writer
 from pcs.exceptions import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -193,14 +193,10 @@ _inherited: list[Any] = []
 _fork_held: list[Any] = []
 
 
-def _fork_wait() -> float:
-    return settings.FORK_WAIT_SECONDS.get()
-
-
 def _before_fork() -> None:
     """Take pcs's locks around ``os.fork()`` (bounded): no delivery, import or backend
     creation of another thread is half done in the child."""
-    deadline = time.monotonic() + _fork_wait()
+    deadline = time.monotonic() + settings.FORK_WAIT_SECONDS.get()
     held = _fork_held
     for lock in (_import_lock, _lock):
         if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -414,7 +410,7 @@ class Backend:
         if writer is None or writer.pending == 0:
             return
         if timeout is None:
-            timeout = read_timeout()
+            timeout = settings.READ_TIMEOUT.get()
         began = time.monotonic()
         deadline = began + timeout
         grace: float | None = None  # once the store fails, give it a moment to come back
@@ -649,11 +645,6 @@ def probe_store(uri: str, timeout: float = 3.0) -> str | None:
 def _assigns_ids(uri: str) -> bool:
     """True for a SQLite file store: pcs makes the run ids (see Backend.new_run_id)."""
     return bool(uri.startswith("sqlite:") and _sqlite_path(uri))
-
-
-def read_timeout() -> float:
-    """Seconds a read waits for earlier records to be delivered (``PCS_READ_TIMEOUT``)."""
-    return settings.READ_TIMEOUT.get()
 
 
 def _open_client(uri: str) -> Any:
@@ -1298,7 +1289,8 @@ def _flush_in_multiprocessing_children() -> None:
     import multiprocessing.util as mp_util
 
     def register(_: object = None) -> None:
-        mp_util.Finalize(None, flush_all, args=(exit_timeout(),), exitpriority=100)
+        budget = settings.EXIT_FLUSH_TIMEOUT.get()
+        mp_util.Finalize(None, flush_all, args=(budget,), exitpriority=100)
 
     import multiprocessing
 

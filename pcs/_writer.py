@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from pcs import settings
 from pcs._journal import Journal
 
-__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer", "exit_timeout"]
+__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer"]
 
 _log = logging.getLogger("pcs")
 
@@ -73,11 +73,6 @@ class Sink(Protocol):
     """
 
     def deliver(self, records: list[list[Any]]) -> dict[str, list[list[Any]]] | None: ...
-
-
-def exit_timeout() -> float:
-    """The exit budget in seconds (``PCS_EXIT_FLUSH_TIMEOUT``, default 60)."""
-    return settings.EXIT_FLUSH_TIMEOUT.get()
 
 
 def _transient(exc: Exception) -> bool:
@@ -311,16 +306,11 @@ class Writer:
                         self._disable_journal(exc)
             self._delivering_since = time.monotonic()
             try:
-                with self.delivery_lock:
-                    if self._sink is None:
-                        self._sink = self._sink_factory()
-                    rejected = self._sink.deliver(batch)
-                if rejected:
-                    self._set_aside(rejected)
+                self._deliver(batch)
             except Exception as exc:  # the store is down, locked, full, or pcs has a bug
                 self._delivering_since = None
                 if not _transient(exc) and self._sink is not None:
-                    self._deliver_one_by_one(self._sink, batch, exc)
+                    self._deliver_one_by_one(batch, exc)
                 else:
                     self._report_failure(exc)
                     failures += 1
@@ -354,17 +344,14 @@ class Writer:
                         self._disable_journal(exc)
                 cond.notify_all()
 
-    def _deliver_one_by_one(self, sink: Sink, batch: list[list[Any]], error: Exception) -> None:
+    def _deliver_one_by_one(self, batch: list[list[Any]], error: Exception) -> None:
         """A batch failed for a reason retrying cannot fix: isolate the record(s) at fault."""
         _log.error("pcs: a batch of %d record(s) failed (%s: %s); delivering one by one.",
                    len(batch), type(error).__name__, error)
         for record in batch:
             for attempt in range(3):
                 try:
-                    with self.delivery_lock:
-                        rejected = sink.deliver([record])
-                    if rejected:
-                        self._set_aside(rejected)
+                    self._deliver([record])
                     break
                 except Exception as exc:
                     if _transient(exc) and attempt < 2:
@@ -380,6 +367,16 @@ class Writer:
                     if self.journal is not None:
                         self.journal.keep = True
                     break
+
+    def _deliver(self, records: list[list[Any]]) -> None:
+        """Hand ``records`` to the sink (made on first use), under the delivery lock, and
+        keep what it set aside."""
+        with self.delivery_lock:
+            if self._sink is None:
+                self._sink = self._sink_factory()
+            rejected = self._sink.deliver(records)
+        if rejected:
+            self._set_aside(rejected)
 
     def _set_aside(self, rejected: dict[str, list[list[Any]]]) -> None:
         """Keep records that cannot be delivered (their experiment is missing) in a journal
@@ -479,7 +476,7 @@ class Writer:
         if (self._enqueued == 0 and self.journal is None) or self._closed:
             return
         if _exit_deadline is None:  # one budget for the whole shutdown, every store
-            _exit_deadline = time.monotonic() + exit_timeout()
+            _exit_deadline = time.monotonic() + settings.EXIT_FLUSH_TIMEOUT.get()
         if not self.close(timeout=max(0.0, _exit_deadline - time.monotonic())):
             _log.warning(
                 "pcs: %d record(s) were not delivered before exit; they are kept in the "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pcs
-from pcs import _backend, _journal, _pools, _stack, _writer, replay, settings
+from pcs import _journal, _pools, _stack, _writer, replay, settings
 from pcs.run import PARENT_WAIT_ENV, parent_wait_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,20 +80,20 @@ def test_defaults_when_unset_or_empty(monkeypatch: pytest.MonkeyPatch) -> None:
         assert setting.get() == setting.default
         monkeypatch.setenv(setting.name, "")
         assert setting.get() == setting.default
-    assert _writer.exit_timeout() == 60.0
-    assert _backend.read_timeout() == 30.0
-    assert _backend._fork_wait() == 10.0
+    assert settings.EXIT_FLUSH_TIMEOUT.get() == 60.0
+    assert settings.READ_TIMEOUT.get() == 30.0
+    assert settings.FORK_WAIT_SECONDS.get() == 10.0
     assert parent_wait_seconds() == 30.0
     assert _journal.default_directory() == Path.cwd() / ".pcs" / "journal"
 
 
 def test_read_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PCS_READ_TIMEOUT", "2.5")
-    assert _backend.read_timeout() == 2.5
+    assert settings.READ_TIMEOUT.get() == 2.5
     monkeypatch.setenv("PCS_READ_TIMEOUT", "-3")
-    assert _backend.read_timeout() == 0.0
+    assert settings.READ_TIMEOUT.get() == 0.0
     monkeypatch.setenv("PCS_EXIT_FLUSH_TIMEOUT", "7")
-    assert _writer.exit_timeout() == 7.0
+    assert settings.EXIT_FLUSH_TIMEOUT.get() == 7.0
     monkeypatch.setenv("PCS_JOURNAL_DIR", str(tmp_path))
     assert _journal.default_directory() == tmp_path
     monkeypatch.setenv("PCS_SQLITE_BUSY_TIMEOUT_MS", "50")
