@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from pcs import settings
 from pcs._journal import Journal, default_directory
@@ -653,7 +653,9 @@ def _open_client(uri: str) -> Any:
     On a SQLite file the first touch — when MLflow creates or migrates the
     schema — is serialized across processes by an exclusive lock on a file
     beside the database (``<db>.pcs-lock``): MLflow's own schema creation is
-    not safe when several processes start on a new database together.
+    not safe when several processes start on a new database together. A
+    database that already has its schema is opened under a shared lock, so
+    processes opening an existing store never wait for one another.
     """
     from mlflow.tracking import MlflowClient
 
@@ -665,12 +667,32 @@ def _open_client(uri: str) -> Any:
     lock_path = f"{path}.pcs-lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # no process is creating the schema now
+        if not _has_schema(path):
+            fcntl.flock(fd, fcntl.LOCK_EX)  # converted: this process may create it
         client = MlflowClient(tracking_uri=uri)  # MLflow opens the store: creates/migrates
         client.search_experiments(max_results=1)
     finally:
         os.close(fd)  # releases the lock
     return client
+
+
+def _has_schema(path: str) -> bool:
+    """Whether the SQLite file at ``path`` has a completed MLflow schema (an alembic
+    revision recorded), read without creating the file."""
+    import sqlite3
+
+    if not os.path.exists(path):
+        return False
+    try:
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=10)
+        try:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0])
 
 
 def _detect_mode(backend: Backend) -> str:

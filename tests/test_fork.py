@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 _WAIT = textwrap.dedent(
     """
     def wait(pid):
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -38,13 +38,18 @@ _WAIT = textwrap.dedent(
 )
 
 
-def _run(code: str, tmp_path: Path, uri: str, *args: str) -> str:
+def _program(code: str, tmp_path: Path, uri: str, *args: str) -> tuple[str, str]:
+    """Run ``code`` as a program: (the last line it printed, what it wrote to stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PCS_")}
     env["MLFLOW_TRACKING_URI"] = uri
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
+    return done.stdout.strip().splitlines()[-1], done.stderr
+
+
+def _run(code: str, tmp_path: Path, uri: str, *args: str) -> str:
+    return _program(code, tmp_path, uri, *args)[0]
 
 
 def _count(uri: str) -> dict[str, int]:
@@ -107,9 +112,18 @@ def test_fork_during_the_first_tracked_call(tmp_path: Path, tracking_uri: str) -
         pid = os.fork()
         if pid == 0:
             try:
-                ok = first(2) == 2 and pcs.flush(30)
+                started = time.monotonic()
+                result = first(2)
+                flushed = pcs.flush(60)
+                ok = result == 2 and flushed
+                if not ok:
+                    print(f"child: returned {result!r}, flush(60) -> {flushed} after "
+                          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
             except BaseException:
+                import traceback
+                traceback.print_exc()
                 ok = False
+            sys.stderr.flush()
             os._exit(0 if ok else 3)
         status = wait(pid)
         thread.join()
@@ -120,9 +134,10 @@ def test_fork_during_the_first_tracked_call(tmp_path: Path, tracking_uri: str) -
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(3) as programs:  # three programs at a time
-        statuses = list(programs.map(lambda _: _run(code, tmp_path, tracking_uri, "1.5"),
+        outcomes = list(programs.map(lambda _: _program(code, tmp_path, tracking_uri, "1.5"),
                                      range(20)))
-    assert statuses == ["0"] * 20
+    failed = [stderr[-3000:] for status, stderr in outcomes if status != "0"]
+    assert not failed, failed
     assert _count(tracking_uri) == {"first": 40}
 
 
