@@ -28,16 +28,16 @@ from urllib.parse import quote, unquote, urlparse
 from pcs import settings
 from pcs._journal import Journal, default_directory
 from pcs._records import (
-    MAX_PARAM_KEY_LENGTH,
-    MAX_PARAM_VALUE_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
-    PARENT_RUN_ID_TAG,
-    RUN_NAME_TAG,
     Batch,
     Materializer,
     NewRun,
 )
 from pcs._writer import Sink, Writer
+from pcs.conventions import (
+    LOCAL_RUN_ID_TAG,
+    PARENT_RUN_ID_TAG,
+    RUN_NAME_TAG,
+)
 from pcs.exceptions import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -47,11 +47,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = [
-    "MAX_PARAM_KEY_LENGTH",
-    "MAX_PARAM_VALUE_LENGTH",
-    "MAX_TAG_VALUE_LENGTH",
-    "PARENT_RUN_ID_TAG",
-    "RUN_NAME_TAG",
     "Backend",
     "ClientSink",
     "SqliteSink",
@@ -74,7 +69,6 @@ _backends: dict[str, Backend] = {}
 #: Prefix of the run ids pcs makes for stores where MLflow chooses the id (see new_run_id).
 LOCAL_ID_PREFIX = "pcs-local-"
 #: The tag naming the local id a run was recorded under (client stores).
-LOCAL_RUN_ID_TAG = "pcs.local_run_id"
 
 #: This process's id, kept current across fork (cheaper than os.getpid() per call).
 process_id = os.getpid()

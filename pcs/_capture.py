@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon, _redaction
-from pcs._records import MAX_PARAM_VALUE_LENGTH, param_key
+from pcs._records import param_key
+from pcs.conventions import (
+    MAX_PARAM_VALUE_LENGTH,
+)
 from pcs.secret import Secret
 
 __all__ = ["MAX_INLINE_BYTES", "SHORT_STR", "Captured", "capture", "is_secret_name", "param_key"]

@@ -19,27 +19,27 @@ from typing import Any
 
 from pcs import _canon
 from pcs.argument_set import ArgumentSet
+from pcs.conventions import (
+    ARGUMENT_PARAM_PREFIX,
+    COMPONENT_RUN_TAG,
+    ENTRY_POINT_TAG,
+    ERROR_TYPE_TAG,
+    MAX_PARAM_KEY_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    NOT_REPRODUCIBLE_REASON_TAG,
+    PARENT_RUN_ID_TAG,
+    REGISTRY_ARTIFACT,
+    REPRODUCIBLE_TAG,
+    RETURN_VALUE_ARTIFACT,
+    RUN_COMMAND_ID_TAG,
+    RUN_NAME_TAG,
+    RUN_TAG,
+    TRACEBACK_ARTIFACT,
+    USER_TAG,
+)
 
 __all__ = ["Batch", "Materializer", "NewRun", "param_key"]
 
-# MLflow's and pcs's tag names (duplicated from their owners to keep this module light)
-PARENT_RUN_ID_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
-USER_TAG = "mlflow.user"
-PCS_RUN_TAG = "pcs.is_run"
-IS_COMPONENT_RUN_TAG = "pcs.is_component_run"
-RUN_COMMAND_ID_TAG = "pcs.run_command_id"
-ENTRY_POINT_TAG = "pcs.entry_point"
-REPRODUCIBLE_TAG = "pcs.reproducible"
-NOT_REPRODUCIBLE_REASON_TAG = "pcs.not_reproducible_reason"
-ERROR_TYPE_TAG = "pcs.error.type"
-REGISTRY_ARTIFACT = "pcs.run_command_registry.yaml"
-RETURN_VALUE_ARTIFACT = "pcs.return_value"
-TRACEBACK_ARTIFACT = "pcs.traceback.txt"
-#: MLflow's own limits that pcs relies on.
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_PARAM_KEY_LENGTH = 250
-MAX_TAG_VALUE_LENGTH = 8000
 _PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -136,8 +136,8 @@ class Materializer:
         command_id = _canon._tree_digest(command_fields)
         command_fields["spec_hash"] = _canon.spec_hash(command_id, command_fields, trusted=True)
         tags = {
-            PCS_RUN_TAG: "True",
-            IS_COMPONENT_RUN_TAG: "True",
+            RUN_TAG: "True",
+            COMPONENT_RUN_TAG: "True",
             RUN_COMMAND_ID_TAG: command_id,
             ENTRY_POINT_TAG: entry_point,
             RUN_NAME_TAG: name,
@@ -280,7 +280,7 @@ def param_key(name: str) -> str:
     """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
     safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
     safe = safe.replace("..", "._x2e_")
-    key = f"arg.{safe}"
+    key = f"{ARGUMENT_PARAM_PREFIX}{safe}"
     if len(key) > MAX_PARAM_KEY_LENGTH:
         key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
     return key

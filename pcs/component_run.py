@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _backend, _canon, _redaction
+from pcs import _backend, _canon, _redaction, conventions
 from pcs._backend import Backend, get_backend
 from pcs._canon import is_deferrable
 from pcs.argument_set import ArgumentSet
@@ -80,15 +80,16 @@ _warned_types: set[type[BaseException]] = set()
 class ComponentRun(Run):
     """A Run recording one call of a tracked callable."""
 
-    IS_COMPONENT_RUN_TAG: ClassVar[str] = "pcs.is_component_run"
-    RUN_COMMAND_ID_TAG: ClassVar[str] = "pcs.run_command_id"
-    ENTRY_POINT_TAG: ClassVar[str] = "pcs.entry_point"
-    REPRODUCIBLE_TAG: ClassVar[str] = "pcs.reproducible"
-    NOT_REPRODUCIBLE_REASON_TAG: ClassVar[str] = "pcs.not_reproducible_reason"
-    REGISTRY_ARTIFACT: ClassVar[str] = "pcs.run_command_registry.yaml"
-    RETURN_VALUE_ARTIFACT: ClassVar[str] = "pcs.return_value"
-    RETURN_VALUE_ERROR_TAG: ClassVar[str] = "pcs.return_value.error"
-    ARGUMENT_ARTIFACT_DIR: ClassVar[str] = "pcs.arguments"
+    # The names of pcs.conventions, also reachable from the class (the seed's API).
+    IS_COMPONENT_RUN_TAG: ClassVar[str] = conventions.COMPONENT_RUN_TAG
+    RUN_COMMAND_ID_TAG: ClassVar[str] = conventions.RUN_COMMAND_ID_TAG
+    ENTRY_POINT_TAG: ClassVar[str] = conventions.ENTRY_POINT_TAG
+    REPRODUCIBLE_TAG: ClassVar[str] = conventions.REPRODUCIBLE_TAG
+    NOT_REPRODUCIBLE_REASON_TAG: ClassVar[str] = conventions.NOT_REPRODUCIBLE_REASON_TAG
+    REGISTRY_ARTIFACT: ClassVar[str] = conventions.REGISTRY_ARTIFACT
+    RETURN_VALUE_ARTIFACT: ClassVar[str] = conventions.RETURN_VALUE_ARTIFACT
+    RETURN_VALUE_ERROR_TAG: ClassVar[str] = conventions.RETURN_VALUE_ERROR_TAG
+    ARGUMENT_ARTIFACT_DIR: ClassVar[str] = conventions.ARGUMENT_ARTIFACT_DIR
 
     _run_command: RunCommand | None = None
     _return_value: Any = _NOT_RECORDED
@@ -284,7 +285,7 @@ class ComponentRun(Run):
         try:
             return return_payload(value, fmt)
         except Exception as err:
-            text = f"{type(err).__name__}: {err}"[:_backend.MAX_TAG_VALUE_LENGTH]
+            text = f"{type(err).__name__}: {err}"[:conventions.MAX_TAG_VALUE_LENGTH]
             self._backend.submit(["G", self._run_id, {self.RETURN_VALUE_ERROR_TAG: text}])
             with _warned_lock:
                 first = type(err) not in _warned_types

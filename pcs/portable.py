@@ -28,14 +28,10 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from pcs import _canon
 from pcs._backend import (
-    MAX_PARAM_KEY_LENGTH,
-    MAX_PARAM_VALUE_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
-    PARENT_RUN_ID_TAG,
     Backend,
     get_backend,
 )
@@ -43,6 +39,17 @@ from pcs._yaml import dump_yaml, load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.component_run import ComponentRun
+from pcs.conventions import (
+    IMPORTED_FROM_TAG,
+    IMPORTED_PARENT_TAG,
+    IMPORTED_STATUS_TAG,
+    IMPORTING_FROM_TAG,
+    MAX_PARAM_KEY_LENGTH,
+    MAX_PARAM_VALUE_LENGTH,
+    MAX_TAG_VALUE_LENGTH,
+    PARENT_RUN_ID_TAG,
+    RERUN_OF_TAG,
+)
 from pcs.exceptions import (
     PcsError,
     RunNotFoundError,
@@ -52,7 +59,6 @@ from pcs.exceptions import (
     UsageError,
 )
 from pcs.registry import KINDS, InMemoryRegistry, Registry
-from pcs.replay import IMPORTED_FROM_TAG, IMPORTING_FROM_TAG, RERUN_OF_TAG
 from pcs.run import _TERMINAL, Run, _run_from_handle
 from pcs.run_command import RunCommand
 
@@ -66,10 +72,6 @@ __all__ = [
 
 _log = logging.getLogger("pcs")
 
-IMPORTED_PARENT_TAG: Final = "pcs.imported_parent"
-"""Tag of an imported run whose parent was not imported: the parent's original id."""
-IMPORTED_STATUS_TAG: Final = "pcs.imported_status"
-"""Tag of an imported run that was not finished when exported: its status then."""
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")

@@ -26,12 +26,14 @@ from typing import Any
 from pcs import _journal
 from pcs._backend import absolute_uri, current_tracking_uri, get_backend, now_ms
 from pcs._writer import BATCH, Sink
+from pcs.conventions import (
+    REAPED_TAG,
+)
 from pcs.exceptions import StoreError
 
 __all__ = ["RecoveryReport", "recover"]
 
 _log = logging.getLogger("pcs")
-REAPED_TAG = "pcs.reaped"
 _lock = threading.Lock()
 
 

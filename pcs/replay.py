@@ -50,6 +50,16 @@ from pcs._backend import Backend, get_backend
 from pcs._yaml import load_yaml
 from pcs.component import Component, clear_git_cache
 from pcs.component_run import ComponentRun
+from pcs.conventions import (
+    CODE_DRIFT_ARTIFACT,
+    CODE_DRIFT_TAG,
+    ERROR_TYPE_TAG,
+    IMPORTED_FROM_TAG,
+    IMPORTING_FROM_TAG,
+    OVERRIDES_TAG,
+    REPRODUCED_TAG,
+    RERUN_OF_TAG,
+)
 from pcs.exceptions import (
     CodeDriftError,
     PcsError,
@@ -60,7 +70,7 @@ from pcs.exceptions import (
     UsageError,
 )
 from pcs.registry import Registry
-from pcs.run import _TERMINAL, ERROR_TYPE_TAG, Run, _run_from_handle
+from pcs.run import _TERMINAL, Run, _run_from_handle
 from pcs.run_command import RunCommand
 
 __all__ = [
@@ -80,22 +90,8 @@ __all__ = [
 
 _log = logging.getLogger("pcs")
 
-RERUN_OF_TAG: Final = "pcs.rerun_of"
-"""Tag of a replayed run: the id of the run it replays."""
-REPRODUCED_TAG: Final = "pcs.reproduced"
-"""Tag of a replayed run: ``True`` when its outcome equals the original's."""
-CODE_DRIFT_TAG: Final = "pcs.code_drift"
-"""Tag of a run replayed with ``allow_code_drift=True`` whose code had changed."""
-CODE_DRIFT_ARTIFACT: Final = "pcs.code_drift.diff"
-"""Artifact of such a run: what changed (a unified diff of the source)."""
-OVERRIDES_TAG: Final = "pcs.rerun_overrides"
-"""Tag of a replayed run: the names of the arguments supplied with ``overrides``."""
 ALLOWED_MODULES_ENV: Final = settings.REPLAY_ALLOWED_MODULES.name
 """Environment variable: comma-separated module prefixes a replay may import."""
-
-# Tags of runs created by pcs.import_runs (kept here so both modules agree).
-IMPORTED_FROM_TAG: Final = "pcs.imported_from"
-IMPORTING_FROM_TAG: Final = "pcs.importing_from"
 
 _MAX_EVIDENCE_RUNS: Final = 200
 _MAX_DIFF_IN_MESSAGE: Final = 6000

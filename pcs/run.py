@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _backend, settings
+from pcs import _backend, conventions, settings
 from pcs._backend import Backend, get_backend, now_ms
 from pcs.exceptions import RunNotFoundError, UsageError
 from pcs.registry import InMemoryRegistry, Registry
@@ -32,8 +32,6 @@ __all__ = ["Run", "handle", "status_for_exception"]
 
 _log = logging.getLogger("pcs")
 
-ERROR_TYPE_TAG = "pcs.error.type"
-TRACEBACK_ARTIFACT = "pcs.traceback.txt"
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -77,7 +75,7 @@ class Run:
     _remote: bool = False
 
     DEFAULT_EXPERIMENT_ID: ClassVar[str] = "0"
-    PCS_RUN_TAG: ClassVar[str] = "pcs.is_run"
+    PCS_RUN_TAG: ClassVar[str] = conventions.RUN_TAG
     PASS_THROUGH_FN_PREFIXES: ClassVar[list[str]] = [
         "log",
         "set_tag",
@@ -127,13 +125,13 @@ class Run:
                     self._backend, self._parent_id, parent_wait_seconds()
                 ).info.experiment_id
         if self._parent_id:
-            all_tags[_backend.PARENT_RUN_ID_TAG] = self._parent_id
+            all_tags[conventions.PARENT_RUN_ID_TAG] = self._parent_id
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
         str_params = {str(k): str(v) for k, v in (params or {}).items()}
         for key, value in all_tags.items():
-            _check_key_value("tag", key, value, _backend.MAX_TAG_VALUE_LENGTH)
+            _check_key_value("tag", key, value, conventions.MAX_TAG_VALUE_LENGTH)
         for key, value in str_params.items():
-            _check_key_value("param", key, value, _backend.MAX_PARAM_VALUE_LENGTH)
+            _check_key_value("param", key, value, conventions.MAX_PARAM_VALUE_LENGTH)
         experiment_id = experiment_id or self.DEFAULT_EXPERIMENT_ID
         self._experiment_id = experiment_id
         start = now_ms()
@@ -325,13 +323,13 @@ class Run:
     def _checked_params(self, params: Mapping[str, Any]) -> dict[str, str]:
         out = {str(k): str(v) for k, v in params.items()}
         for key, value in out.items():
-            _check_key_value("param", key, value, _backend.MAX_PARAM_VALUE_LENGTH, self._run_id)
+            _check_key_value("param", key, value, conventions.MAX_PARAM_VALUE_LENGTH, self._run_id)
         return out
 
     def _checked_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
         out = {str(k): str(v) for k, v in tags.items()}
         for key, value in out.items():
-            _check_key_value("tag", key, value, _backend.MAX_TAG_VALUE_LENGTH, self._run_id)
+            _check_key_value("tag", key, value, conventions.MAX_TAG_VALUE_LENGTH, self._run_id)
         return out
 
     def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
@@ -441,7 +439,7 @@ class Run:
         start = datetime.fromtimestamp(info.start_time / 1000, UTC).isoformat(timespec="seconds")
         end = info.end_time
         duration = f"{(end - info.start_time) / 1000:.3f}s" if end else "running"
-        name = record.data.tags.get(_backend.RUN_NAME_TAG, "")
+        name = record.data.tags.get(conventions.RUN_NAME_TAG, "")
         lines = [
             f"Run {info.run_id} {name!r}: {info.status}, started {start}, duration {duration}"
         ]
@@ -565,10 +563,10 @@ def _check_key_value(
 ) -> None:
     """MLflow's rules for keys and values, checked now rather than in the background."""
     where = f" of run {run_id}" if run_id else ""
-    if not _KEY.match(key) or len(key) > _backend.MAX_PARAM_KEY_LENGTH or "../" in key:
+    if not _KEY.match(key) or len(key) > conventions.MAX_PARAM_KEY_LENGTH or "../" in key:
         raise UsageError(
             f"Invalid {kind} name {key!r}{where}: MLflow accepts up to "
-            f"{_backend.MAX_PARAM_KEY_LENGTH} characters of letters, digits, '_', '-', '.', "
+            f"{conventions.MAX_PARAM_KEY_LENGTH} characters of letters, digits, '_', '-', '.', "
             "' ', ':' and '/'. Rename it."
         )
     if max_value and len(value) > max_value:
