@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pcs import redaction
+from pcs._suppress import UntrackedRun, untracked
 from pcs._threads import bind, child_env, instrument_threads, uninstrument_threads
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
@@ -52,14 +53,18 @@ _LAZY = {
     "import_runs": "pcs.portable",
     "recover": "pcs.recovery",
 }
+#: Public submodules, also loaded on first use (``pcs.canon.encode(...)`` after ``import pcs``).
+_SUBMODULES = frozenset({"canon", "conventions", "replay", "portable", "recovery", "settings"})
 
 
 def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"pcs.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pcs' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -85,6 +90,7 @@ __all__ = [
     "StoreError",
     "UnsafeReplayError",
     "UnsafeYamlError",
+    "UntrackedRun",
     "UntrustedPickleError",
     "UsageError",
     "YamlFileRegistry",
@@ -102,4 +108,5 @@ __all__ = [
     "run",
     "tracked",
     "uninstrument_threads",
+    "untracked",
 ]

@@ -23,19 +23,32 @@ MLflow param ``arg.<name>`` when it fits MLflow's limits.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon, _redaction
-from pcs._records import param_key
-from pcs.conventions import (
-    MAX_PARAM_VALUE_LENGTH,
-)
+from pcs.conventions import ARGUMENT_PARAM_PREFIX, MAX_PARAM_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH
 from pcs.secret import Secret
 
 __all__ = ["MAX_INLINE_BYTES", "SHORT_STR", "Captured", "capture", "is_secret_name", "param_key"]
+
+_PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+@functools.lru_cache(maxsize=4096)
+def param_key(name: str) -> str:
+    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
+    safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
+    safe = safe.replace("..", "._x2e_")
+    key = f"{ARGUMENT_PARAM_PREFIX}{safe}"
+    if len(key) > MAX_PARAM_KEY_LENGTH:
+        key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
+    return key
+
 
 #: Encoded arguments larger than this are stored as artifacts, by digest.
 MAX_INLINE_BYTES = 64 * 1024

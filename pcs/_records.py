@@ -1,286 +1,280 @@
-"""Turn journal records into what MLflow stores: rows of tags, params, metrics, artifacts.
+"""The records pcs journals and delivers: one small typed class per kind, defined here only.
 
-The delivery thread (and recovery) calls :func:`materialize` on a batch of
-records (see :mod:`pcs._writer` for their layout). Everything pcs derives
-from a tracked call — the ``pcs.*`` tags, the run command registry artifact,
-the return value artifact — is computed here, off the caller's thread.
-The result is store-neutral; the sinks in :mod:`pcs._backend` write it.
+A record is what a caller hands the writer (:mod:`pcs._writer`) and the
+journal (:mod:`pcs._journal`) keeps: a run starts, a tag is set, a call ends.
+Each kind is a :class:`~typing.NamedTuple` whose first field is the kind's
+letter, and its *wire form* is the JSON array of its fields,
+``[kind, field, ...]``.
+
+Producers build the wire form with the kind's typed constructor ``wire``
+(``EndRun.wire(run_id, status, end_ms)``): a plain list, which the journal
+serializes natively. It costs a tracked call ~0.1 µs more than list literals
+did; NamedTuple instances on the hot path would cost ~0.8 µs more (their
+construction, and orjson's slow fallback for tuple subclasses), so the typed
+class is what readers get, not what callers queue. Readers turn a wire form
+(queued, or read back from a journal) into the typed record with
+:func:`decode`, and dispatch on its class (:class:`pcs._materialize.Materializer`).
+
+Wire form :data:`WIRE_VERSION` (1), inside journal format ``pcs-journal/2``
+(the journal header names both)::
+
+    ["R", run_id, experiment_id, name, start_ms, tags, params, precreated]   StartRun
+    ["K", key, component_fields]                                              DefineComponent
+    ["T", run_id, experiment_id, start_ms, key, entry_point, name, parent_id,
+          calls, reasons, params, extra_tags, precreated]                     StartCall
+    ["G", run_id, tags]                                                       SetTags
+    ["P", run_id, params]                                                     LogParams
+    ["M", run_id, [[key, value, timestamp, step], ...]]                       LogMetrics
+    ["A", run_id, path, base64]                                               LogArtifact
+    ["X", run_id, error_type, traceback_text]                                 LogError
+    ["E", run_id, status, end_ms(, [format, payload])]                        EndRun
+
+A trailing field with a default may be left out (``EndRun`` without a return
+value is written so; journals of earlier versions also end ``R`` and ``T``
+without ``precreated``); :func:`decode` fills it in. A kind this module does
+not define, or a known kind with more fields than it has, was written by a
+newer pcs: :func:`decode` raises :class:`~pcs.exceptions.UnknownRecordError`
+rather than guess, and whoever reads the journal keeps it.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import getpass
-import json
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
-from pcs import _canon
-from pcs.argument_set import ArgumentSet
-from pcs.conventions import (
-    ARGUMENT_PARAM_PREFIX,
-    COMPONENT_RUN_TAG,
-    ENTRY_POINT_TAG,
-    ERROR_TYPE_TAG,
-    MAX_PARAM_KEY_LENGTH,
-    MAX_TAG_VALUE_LENGTH,
-    NOT_REPRODUCIBLE_REASON_TAG,
-    PARENT_RUN_ID_TAG,
-    REGISTRY_ARTIFACT,
-    REPRODUCIBLE_TAG,
-    RETURN_VALUE_ARTIFACT,
-    RUN_COMMAND_ID_TAG,
-    RUN_NAME_TAG,
-    RUN_TAG,
-    TRACEBACK_ARTIFACT,
-    USER_TAG,
-)
+from pcs.exceptions import UnknownRecordError
 
-__all__ = ["Batch", "Materializer", "NewRun", "param_key"]
+__all__ = [
+    "KINDS",
+    "WIRE_VERSION",
+    "DefineComponent",
+    "EndRun",
+    "LogArtifact",
+    "LogError",
+    "LogMetrics",
+    "LogParams",
+    "Record",
+    "SetTags",
+    "StartCall",
+    "StartRun",
+    "Wire",
+    "decode",
+]
 
-_PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+#: The version of the records' wire form (the field lists above). A change that an
+#: older pcs would misread — a field removed, reordered or given a new meaning —
+#: needs a new version; a new kind, or a new trailing field with a default, does not
+#: (an older pcs refuses such a record one by one, with UnknownRecordError).
+WIRE_VERSION: Final = 1
+
+Wire: TypeAlias = list[Any]
+"""A record's wire form: the JSON array ``[kind, field, ...]`` (see the kinds' ``wire``)."""
 
 
-@dataclass
-class NewRun:
-    """A run to create, with its final state if it also ended within the batch."""
+class StartRun(NamedTuple):
+    """``R``: a plain run starts (``pcs.run(...)``, ``pcs.Run()``)."""
 
+    kind: Literal["R"]
+    run_id: str
     experiment_id: str
     name: str | None
     start_ms: int
-    status: str = "RUNNING"
-    end_ms: int | None = None
-
-
-@dataclass
-class Batch:
-    """Store-neutral content of a batch of records."""
-
-    runs: dict[str, NewRun] = field(default_factory=dict)
-    tags: dict[tuple[str, str], str] = field(default_factory=dict)
-    params: dict[tuple[str, str], str] = field(default_factory=dict)
-    metrics: list[tuple[str, str, float, int, int]] = field(default_factory=list)
-    ends: dict[str, tuple[str, int]] = field(default_factory=dict)
-    artifacts: list[tuple[str, str, bytes]] = field(default_factory=list)
-    #: runs the caller already created through the client (client fallback only)
-    precreated: set[str] = field(default_factory=set)
-
-
-class Materializer:
-    """Stateful across batches: remembers components ("K" records) by key."""
-
-    def __init__(self) -> None:
-        self._components: dict[str, tuple[str, str, str]] = {}
-
-    def materialize(self, records: list[list[Any]]) -> Batch:
-        batch = Batch()
-        for record in records:
-            handler = getattr(self, f"_on_{record[0]}", None)
-            if handler is not None:
-                handler(batch, *record[1:])
-        return batch
-
-    # -- records -------------------------------------------------------------
-    def _on_K(self, batch: Batch, key: str, fields: dict[str, Any]) -> None:
-        identifier = _canon.digest(fields)  # Component.identifier: fields carry no spec_hash
-        spec_fields = {**fields, "spec_hash": _canon.spec_hash(identifier, fields)}
-        # Serialized once: every call's registry artifact embeds the same text.
-        components_json = _json({identifier: spec_fields})
-        self._components[key] = (identifier, str(fields["qualname"]), components_json)
-
-    def _on_R(self, batch: Batch, run_id: str, experiment_id: str, name: str | None,
-              start_ms: int, tags: dict[str, str], params: dict[str, str],
-              precreated: bool = False) -> None:
-        if type(run_id) is not str or not _SAFE_RUN_ID.match(run_id):
-            # A journal is data: a run id becomes a directory name, never a path.
-            raise ValueError(f"refusing a new run with the unsafe id {run_id!r}")
-        batch.runs[run_id] = NewRun(str(experiment_id), None if name is None else _text(name),
-                                    int(start_ms))
-        if precreated:
-            batch.precreated.add(run_id)
-        if USER_TAG not in tags:
-            batch.tags[(run_id, USER_TAG)] = _user()
-        for key, value in tags.items():
-            batch.tags[(run_id, _text(key))] = _tag_value(value)
-        for key, value in params.items():
-            batch.params[(run_id, _text(key))] = _text(str(value))
-
-    def _on_T(self, batch: Batch, run_id: str, experiment_id: str, start_ms: int, key: str,
-              entry_point: str, name: str, parent_id: str | None, calls: dict[str, Any],
-              reasons: list[str], params: dict[str, str], extra_tags: dict[str, str] | None,
-              precreated: bool = False) -> None:
-        component_id, component_name, components_json = self._components[key]
-        # The hot path leaves plain scalars unencoded (see _canon.is_deferrable): the
-        # call's own ones become trees and params "arg.<name>" here.
-        own = calls.get(entry_point)
-        if own is not None and any(type(v) is not list for v in own.values()):
-            params = dict(params)
-            for arg, value in own.items():
-                if type(value) is not list:
-                    params[param_key(arg)] = str(value)
-        calls = {entry: _canon.trees(arguments) for entry, arguments in calls.items()}
-        arguments = {component_name: calls}
-        argument_set_id = ArgumentSet.from_encoded(arguments).identifier
-        argument_set_fields = {"type": "ArgumentSet", "format": _canon.FORMAT,
-                               "arguments": arguments}
-        argument_set_fields["spec_hash"] = _canon.spec_hash(
-            argument_set_id, argument_set_fields, trusted=True)
-        command_fields = {
-            "type": "RunCommand",
-            "component_id": component_id,
-            "entry_point": entry_point,
-            "argument_set_id": argument_set_id,
-        }
-        command_id = _canon._tree_digest(command_fields)
-        command_fields["spec_hash"] = _canon.spec_hash(command_id, command_fields, trusted=True)
-        tags = {
-            RUN_TAG: "True",
-            COMPONENT_RUN_TAG: "True",
-            RUN_COMMAND_ID_TAG: command_id,
-            ENTRY_POINT_TAG: entry_point,
-            RUN_NAME_TAG: name,
-            REPRODUCIBLE_TAG: "False" if reasons else "True",
-        }
-        if reasons:
-            tags[NOT_REPRODUCIBLE_REASON_TAG] = "; ".join(reasons)
-        if parent_id:
-            tags[PARENT_RUN_ID_TAG] = parent_id
-        if extra_tags:
-            tags.update(extra_tags)
-        self._on_R(batch, run_id, experiment_id, name, start_ms, tags, params, precreated)
-        # The registry document, {"argument_sets", "components", "pcs_registry",
-        # "run_commands", "runs"}, as JSON — which is YAML too (flow style) — built
-        # from parts: the C JSON encoder is ~50x faster than PyYAML's representer.
-        text = (
-            f'{{"argument_sets":{_json({argument_set_id: argument_set_fields})},'
-            f'"components":{components_json},"pcs_registry":1,'
-            f'"run_commands":{_json({command_id: command_fields})},"runs":{{}}}}'
-        )
-        batch.artifacts.append((run_id, REGISTRY_ARTIFACT, text.encode()))
-
-    def _on_G(self, batch: Batch, run_id: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            batch.tags[(run_id, _text(key))] = _tag_value(value)
-
-    def _on_P(self, batch: Batch, run_id: str, params: dict[str, str]) -> None:
-        for key, value in params.items():
-            batch.params[(run_id, _text(key))] = _text(str(value))
-
-    def _on_M(self, batch: Batch, run_id: str, metrics: list[list[Any]]) -> None:
-        for key, value, timestamp, step in metrics:
-            batch.metrics.append((run_id, _text(str(key)), float(value), int(timestamp),
-                                  int(step)))
-
-    def _on_A(self, batch: Batch, run_id: str, path: str, data: str) -> None:
-        batch.artifacts.append((run_id, safe_artifact_path(path), base64.b64decode(data)))
+    #: every tag of the new run, ``pcs.is_run`` and ``mlflow.parentRunId`` included
+    tags: dict[str, str]
+    params: dict[str, str]
+    #: the caller already created the run through the client (client fallback)
+    precreated: bool = False
 
     @staticmethod
-    def _add_return_value(batch: Batch, run_id: str, fmt: str, payload: Any) -> None:
-        if fmt == "pickle":
-            data = base64.b64decode(payload)
-        else:
-            tree = payload if type(payload) is list else _canon.encode(payload)  # deferred
-            data = return_value_bytes(tree, fmt)
-        batch.artifacts.append((run_id, f"{RETURN_VALUE_ARTIFACT}.{fmt}", data))
-
-    def _on_X(self, batch: Batch, run_id: str, error_type: str, text: str) -> None:
-        batch.tags[(run_id, ERROR_TYPE_TAG)] = _tag_value(error_type)
-        batch.artifacts.append((run_id, TRACEBACK_ARTIFACT, text.encode()))
-
-    def _on_E(self, batch: Batch, run_id: str, status: str, end_ms: int,
-              returned: list[Any] | None = None) -> None:
-        if returned is not None:
-            self._add_return_value(batch, run_id, returned[0], returned[1])
-        new = batch.runs.get(run_id)
-        if new is not None:
-            new.status, new.end_ms = status, int(end_ms)
-        else:
-            batch.ends[run_id] = (status, int(end_ms))
+    def wire(run_id: str, experiment_id: str, name: str | None, start_ms: int,
+             tags: dict[str, str], params: dict[str, str], precreated: bool = False) -> Wire:
+        return ["R", run_id, experiment_id, name, start_ms, tags, params, precreated]
 
 
-def return_value_bytes(tree: Any, fmt: str) -> bytes:
-    """The bytes of a ``pcs.return_value.json|yaml`` artifact: an envelope around the tree.
+class DefineComponent(NamedTuple):
+    """``K``: a Component, written once before the first call that uses it.
 
-    ``format`` names the encoding, ``value`` is the exact typed tree, ``plain``
-    the value as plain JSON when it has such a form (for readers that do not
-    know pcs), else null.
+    ``key`` is the component's identifier as its calls refer to it; ``fields``
+    are its fields, from which :func:`pcs.component.spec_fields` makes its spec.
     """
-    plain: Any = None
-    try:
-        value = _canon.decode(tree)
-        if type(value) in _PLAIN_SCALARS and (type(value) is not float or value - value == 0):
-            plain = value  # the common case, without a JSON round trip
-        else:
-            plain = json.loads(json.dumps(value, allow_nan=False))
-        json.dumps(plain, ensure_ascii=False).encode()  # a lone surrogate has no plain form
-    except Exception:
-        plain = None
-    envelope = {"format": _canon.FORMAT, "value": tree, "plain": plain}
-    if fmt == "yaml":
-        from pcs._yaml import dump_yaml
 
-        return dump_yaml(envelope).encode()
-    return json.dumps(envelope, ensure_ascii=False).encode()
+    kind: Literal["K"]
+    key: str
+    fields: dict[str, Any]
+
+    @staticmethod
+    def wire(key: str, fields: dict[str, Any]) -> Wire:
+        return ["K", key, fields]
 
 
-_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-_PLAIN_SCALARS = (str, int, float, bool, type(None))
+class StartCall(NamedTuple):
+    """``T``: a tracked call starts (built on the caller's thread: the hot path)."""
+
+    kind: Literal["T"]
+    run_id: str
+    experiment_id: str
+    start_ms: int
+    #: the ``key`` of the call's :class:`DefineComponent`
+    key: str
+    entry_point: str
+    #: the run name (``mlflow.runName``)
+    name: str
+    parent_id: str | None
+    #: ``{entry_point: {arg: tree or deferred scalar}}`` (see ``pcs._canon.is_deferrable``)
+    calls: dict[str, dict[str, Any]]
+    #: why the call is not reproducible (empty: it is)
+    reasons: list[str]
+    params: dict[str, str]
+    extra_tags: dict[str, str] | None
+    precreated: bool = False
+
+    @staticmethod
+    def wire(run_id: str, experiment_id: str, start_ms: int, key: str, entry_point: str,
+             name: str, parent_id: str | None, calls: dict[str, dict[str, Any]],
+             reasons: list[str], params: dict[str, str], extra_tags: dict[str, str] | None,
+             precreated: bool = False) -> Wire:
+        return ["T", run_id, experiment_id, start_ms, key, entry_point, name, parent_id, calls,
+                reasons, params, extra_tags, precreated]
 
 
-@functools.lru_cache(maxsize=1)
-def _user() -> str:
-    """The login name recorded as ``mlflow.user``, like MLflow's fluent API records it."""
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
+class SetTags(NamedTuple):
+    """``G``: tags of a run."""
+
+    kind: Literal["G"]
+    run_id: str
+    tags: dict[str, str]
+
+    @staticmethod
+    def wire(run_id: str, tags: dict[str, str]) -> Wire:
+        return ["G", run_id, tags]
 
 
-#: ids of new runs: MLflow's hex ids and pcs's local ids (never a path)
-_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
+class LogParams(NamedTuple):
+    """``P``: params of a run."""
+
+    kind: Literal["P"]
+    run_id: str
+    params: dict[str, str]
+
+    @staticmethod
+    def wire(run_id: str, params: dict[str, str]) -> Wire:
+        return ["P", run_id, params]
 
 
-def safe_artifact_path(path: Any) -> str:
-    """``path`` if it is a plain relative artifact path; ValueError otherwise.
+class LogMetrics(NamedTuple):
+    """``M``: metric values of a run."""
 
-    A journal is data, never instructions: an artifact path read from one must
-    stay inside its run's artifact folder — relative, normalized, no ``..``, no
-    absolute or drive paths, no backslashes or NUL bytes.
+    kind: Literal["M"]
+    run_id: str
+    #: ``[[key, value, timestamp_ms, step], ...]``
+    rows: list[list[Any]]
+
+    @staticmethod
+    def wire(run_id: str, rows: list[list[Any]]) -> Wire:
+        return ["M", run_id, rows]
+
+
+class LogArtifact(NamedTuple):
+    """``A``: an artifact file of a run."""
+
+    kind: Literal["A"]
+    run_id: str
+    #: relative to the run's artifacts (checked when delivered: never leaves them)
+    path: str
+    #: the file's bytes, base64
+    data: str
+
+    @staticmethod
+    def wire(run_id: str, path: str, data: str) -> Wire:
+        return ["A", run_id, path, data]
+
+
+class LogError(NamedTuple):
+    """``X``: the error a run failed with."""
+
+    kind: Literal["X"]
+    run_id: str
+    #: the exception type's ``module.qualname``
+    error_type: str
+    #: the traceback
+    text: str
+
+    @staticmethod
+    def wire(run_id: str, error_type: str, text: str) -> Wire:
+        return ["X", run_id, error_type, text]
+
+
+class EndRun(NamedTuple):
+    """``E``: a run ends (built on the caller's thread: the hot path).
+
+    A tracked call's return value travels with it: ``returned`` is ``[format,
+    payload]``, the payload a tree, a deferred scalar or base64 of a pickle.
     """
-    if type(path) is not str or not path or "\x00" in path or "\\" in path:
-        raise ValueError(f"refusing the unsafe artifact path {path!r}")
-    parts = path.split("/")
-    if path.startswith("/") or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
-        raise ValueError(f"refusing the unsafe artifact path {path!r}")
-    return path
+
+    kind: Literal["E"]
+    run_id: str
+    status: str
+    end_ms: int
+    returned: list[Any] | None = None
+
+    @staticmethod
+    def wire(run_id: str, status: str, end_ms: int, returned: list[Any] | None = None) -> Wire:
+        if returned is None:
+            return ["E", run_id, status, end_ms]
+        return ["E", run_id, status, end_ms, returned]
 
 
-def _text(value: str) -> str:
-    """``value``, with lone surrogates escaped (SQLite and HTTP need valid UTF-8)."""
-    if value.isascii():
-        return value
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode()
-    return value
+Record: TypeAlias = (StartRun | DefineComponent | StartCall | SetTags | LogParams | LogMetrics
+                     | LogArtifact | LogError | EndRun)
+"""A typed record of any kind (what :func:`decode` gives)."""
+
+#: Every record kind: letter -> class (the one table; decode and the materializer use it).
+KINDS: Final[dict[str, type[Record]]] = {
+    "R": StartRun,
+    "K": DefineComponent,
+    "T": StartCall,
+    "G": SetTags,
+    "P": LogParams,
+    "M": LogMetrics,
+    "A": LogArtifact,
+    "X": LogError,
+    "E": EndRun,
+}
+
+#: kind -> (class, fewest items, most items, the defaults of the optional trailing fields)
+_FORMS: Final = {
+    kind: (cls, len(cls._fields) - len(cls._field_defaults), len(cls._fields),
+           tuple(cls._field_defaults.values()))
+    for kind, cls in KINDS.items()
+}
+_TYPED: Final = frozenset(KINDS.values())
+_new = tuple.__new__  # a record from its items, without the class's (Python) __new__
 
 
-def _tag_value(value: Any) -> str:
-    text = _text(str(value))
-    if len(text) > MAX_TAG_VALUE_LENGTH:
-        return text[: MAX_TAG_VALUE_LENGTH - 3] + "..."
-    return text
+def decode(raw: Sequence[Any]) -> Record:
+    """The typed record of ``raw``, a wire form (queued, or read back from a journal).
 
-
-@functools.lru_cache(maxsize=4096)
-def param_key(name: str) -> str:
-    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
-    safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
-    safe = safe.replace("..", "._x2e_")
-    key = f"{ARGUMENT_PARAM_PREFIX}{safe}"
-    if len(key) > MAX_PARAM_KEY_LENGTH:
-        key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
-    return key
+    A typed record is returned as it is. Raises
+    :class:`~pcs.exceptions.UnknownRecordError` for a kind this pcs does not
+    know, or a known kind with more (or fewer) fields than its wire form has.
+    """
+    if type(raw) in _TYPED:
+        return raw  # type: ignore[return-value]
+    if type(raw) is not list or not raw:
+        shape = "an empty array" if raw == [] else f"a JSON {type(raw).__name__}"
+        raise UnknownRecordError(None, f"a record is an array [kind, ...], not {shape}")
+    kind = raw[0]
+    form = _FORMS.get(kind) if type(kind) is str else None
+    if form is None:
+        raise UnknownRecordError(
+            kind, f"this pcs (record wire form {WIRE_VERSION}) knows the kinds "
+                  f"{', '.join(KINDS)}")
+    cls, fewest, most, defaults = form
+    count = len(raw)
+    if count == most:
+        return _new(cls, raw)
+    if fewest <= count < most:
+        return _new(cls, (*raw, *defaults[count - fewest:]))
+    raise UnknownRecordError(
+        kind, f"it has {count - 1} field(s) where {cls.__name__} (record wire form "
+              f"{WIRE_VERSION}) has {fewest - 1}" + (f" to {most - 1}" if most > fewest else ""))

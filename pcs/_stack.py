@@ -44,25 +44,7 @@ PARENT_EXPERIMENT_ENV = settings.PARENT_EXPERIMENT_ID.name
 _Node = tuple[Any, ...]
 _stack: ContextVar[_Node] = ContextVar("pcs_run_stack", default=())
 _last: ContextVar[Run | None] = ContextVar("pcs_last_run", default=None)
-_call_tags: ContextVar[dict[str, str] | None] = ContextVar("pcs_call_tags", default=None)
 _env_parent: tuple[str, Run | None] | None = None
-
-
-def set_call_tags(tags: dict[str, str] | None) -> Token[dict[str, str] | None]:
-    """Extra tags for the next tracked call started in this context (replay uses this)."""
-    return _call_tags.set(tags)
-
-
-def reset_call_tags(token: Token[dict[str, str] | None]) -> None:
-    _call_tags.reset(token)
-
-
-def take_call_tags() -> dict[str, str] | None:
-    """The pending extra tags, consumed: only the outermost tracked call gets them."""
-    tags = _call_tags.get()
-    if tags is not None:
-        _call_tags.set(None)
-    return tags
 
 
 def reset_env_root() -> None:

@@ -3,7 +3,7 @@
 The calling thread does no MLflow I/O: it appends the record to the journal
 (:mod:`pcs._journal`) and puts it on a bounded queue. A background thread takes
 up to :data:`BATCH` records at a time and hands them to a *sink* (the part of
-:mod:`pcs._backend` that talks to MLflow), which writes many runs per
+:mod:`pcs._store` that talks to MLflow), which writes many runs per
 transaction. When the queue is full the caller waits (backpressure): memory
 stays bounded and nothing is dropped.
 
@@ -11,25 +11,13 @@ If the store is unavailable the records stay queued and journaled, a warning
 is logged once, and delivery is retried with backoff until it succeeds —
 also by a later process, from the journal, if this one dies first.
 
-Record layout (JSON lists; the journal holds exactly these):
-
-``["R", run_id, experiment_id, name, start_ms, tags, params]``
-    a plain run starts.
-``["K", key, component_spec_fields]``
-    a Component, written once before the first call that uses it.
-``["T", run_id, experiment_id, start_ms, key, entry_point, name, parent_id,
-calls, reasons, params, extra_tags]``
-    a tracked call starts (``calls``: ``{entry_point: {arg: tree}}``).
-``["G", run_id, tags]``, ``["P", run_id, params]``,
-``["M", run_id, [[key, value, timestamp, step], ...]]``
-    tags, params and metrics.
-``["A", run_id, path, base64]``
-    an artifact file.
-``["X", run_id, error_type, traceback_text]``
-    an error.
-``["E", run_id, status, end_ms]`` / ``["E", run_id, status, end_ms, [format, payload]]``
-    the run ends; a tracked call's return value travels with it (``payload``: a
-    tree, or base64 of a pickle).
+The records are defined once, in :mod:`pcs._records`: one typed class per kind
+(``StartCall``, ``EndRun``, ...), its wire form — the JSON array ``[kind,
+field, ...]`` that callers build with the kind's typed constructor and the
+journal holds — documented and versioned there (:data:`~pcs._records.WIRE_VERSION`).
+The queue holds wire forms (also those reloaded from the journal); the sink's
+materializer (:mod:`pcs._materialize`) decodes each into its typed record and
+dispatches it by kind.
 """
 
 from __future__ import annotations
@@ -46,10 +34,14 @@ from typing import Any, Protocol
 
 from pcs import settings
 from pcs._journal import Journal
+from pcs._records import DefineComponent, StartCall, Wire
+from pcs.exceptions import UnknownRecordError
 
 __all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer"]
 
 _log = logging.getLogger("pcs")
+#: where a call's component key sits in its record (typed, or a JSON array from the journal)
+_KEY = StartCall._fields.index("key")
 
 #: Records delivered per batch (one transaction on the SQLite fast path).
 BATCH = 2000
@@ -72,7 +64,7 @@ class Sink(Protocol):
     delivered as they are (their experiment does not exist), by reason.
     """
 
-    def deliver(self, records: list[list[Any]]) -> dict[str, list[list[Any]]] | None: ...
+    def deliver(self, records: list[Wire]) -> dict[str, list[Wire]] | None: ...
 
 
 def _transient(exc: Exception) -> bool:
@@ -108,7 +100,7 @@ class Writer:
         self.journal = journal
         self._max_pending = max_pending
         self._batch = batch
-        self._queue: deque[list[Any]] = deque()
+        self._queue: deque[Wire] = deque()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._enqueued = 0  # records accepted so far
@@ -122,8 +114,8 @@ class Writer:
         self._warned = False
         self._closed = False
         self._known_components: set[str] = set()
-        #: each component's "K" record, for records set aside (see _set_aside)
-        self._component_records: dict[str, list[Any]] = {}
+        #: each component's record, for records set aside (see _set_aside)
+        self._component_records: dict[str, Wire] = {}
         #: the journal of records set aside (their experiment is missing); kept at exit
         self._aside: Journal | None = None
         self._aside_reported: set[str] = set()
@@ -133,15 +125,17 @@ class Writer:
         self._delivering_since: float | None = None  # a delivery is under way since then
         self._stall = settings.STALL_SECONDS.get()
         #: calls started but not yet published: (records, (component key, spec fields))
-        self._starts: deque[tuple[list[list[Any]], tuple[str, Callable[[], Any]]]] = deque()
+        self._starts: deque[tuple[list[Wire], tuple[str, Callable[[], dict[str, Any]]]]] = \
+            deque()
         atexit.register(self._at_exit)
 
     # -- caller side ------------------------------------------------------------
-    def start(self, records: list[list[Any]], component: tuple[str, Callable[[], Any]]) -> None:
+    def start(self, records: list[Wire],
+              component: tuple[str, Callable[[], dict[str, Any]]]) -> None:
         """Accept the start of a tracked call, without taking the lock (the hot path).
 
         The records are *published* — journaled and enqueued, after the
-        component's "K" record the first time — by the next :meth:`submit`
+        component's record the first time — by the next :meth:`submit`
         from any thread (at the latest the call's own end), by :meth:`flush`,
         or by the writer thread before its next batch. Every record submitted
         later is ordered after them. They are not acknowledged to the
@@ -157,7 +151,7 @@ class Writer:
 
     def submit(
         self,
-        records: tuple[list[Any], ...] | list[list[Any]],
+        records: tuple[Wire, ...] | list[Wire],
         sync: bool = True,
     ) -> None:
         """Journal and enqueue ``records`` in order; waits while the queue is full.
@@ -175,17 +169,17 @@ class Writer:
                 records = [*self._take_starts(), *records]
             self._enqueue(records, sync, spill)
 
-    def _take_starts(self) -> list[list[Any]]:
+    def _take_starts(self) -> list[Wire]:
         """The records of the calls started since the last publication (the lock is held)."""
-        out: list[list[Any]] = []
+        out: list[Wire] = []
         starts = self._starts
         known = self._known_components
         while starts:
             records, (key, fields) = starts.popleft()
             if key not in known:
-                # A component's "K" record precedes its first call, in every thread.
+                # A component's record precedes its first call, in every thread.
                 known.add(key)
-                component = ["K", key, fields()]
+                component = DefineComponent.wire(key, fields())
                 self._component_records[key] = component
                 out.append(component)
             out.extend(records)
@@ -195,7 +189,7 @@ class Writer:
         """Journal and enqueue the calls started so far (the lock is held; never waits)."""
         self._enqueue(self._take_starts(), False, bool(self._spilled))
 
-    def _enqueue(self, records: list[list[Any]] | tuple[list[Any], ...], sync: bool,
+    def _enqueue(self, records: list[Wire] | tuple[Wire, ...], sync: bool,
                  spill: bool) -> None:
         """Journal and enqueue, or with ``spill`` journal only (the lock is held)."""
         queue = self._queue
@@ -344,7 +338,7 @@ class Writer:
                         self._disable_journal(exc)
                 cond.notify_all()
 
-    def _deliver_one_by_one(self, batch: list[list[Any]], error: Exception) -> None:
+    def _deliver_one_by_one(self, batch: list[Wire], error: Exception) -> None:
         """A batch failed for a reason retrying cannot fix: isolate the record(s) at fault."""
         _log.error("pcs: a batch of %d record(s) failed (%s: %s); delivering one by one.",
                    len(batch), type(error).__name__, error)
@@ -357,6 +351,14 @@ class Writer:
                     if _transient(exc) and attempt < 2:
                         time.sleep(0.2)
                         continue
+                    if self.journal is not None:
+                        self.journal.keep = True
+                    if isinstance(exc, UnknownRecordError):
+                        _log.error("pcs: a record of run %s is skipped here and kept in the "
+                                   "journal %s: %s", record[1] if len(record) > 1 else "?",
+                                   self.journal.path if self.journal is not None else "(none)",
+                                   exc)
+                        break
                     _log.error(
                         "pcs: could not deliver record %r of run %s (%s: %s); it is skipped "
                         "here and kept in the journal %s. Please report this as a pcs bug.",
@@ -364,11 +366,9 @@ class Writer:
                         type(exc).__name__, exc,
                         self.journal.path if self.journal is not None else "(none)",
                     )
-                    if self.journal is not None:
-                        self.journal.keep = True
                     break
 
-    def _deliver(self, records: list[list[Any]]) -> None:
+    def _deliver(self, records: list[Wire]) -> None:
         """Hand ``records`` to the sink (made on first use), under the delivery lock, and
         keep what it set aside."""
         with self.delivery_lock:
@@ -378,7 +378,7 @@ class Writer:
         if rejected:
             self._set_aside(rejected)
 
-    def _set_aside(self, rejected: dict[str, list[list[Any]]]) -> None:
+    def _set_aside(self, rejected: dict[str, list[Wire]]) -> None:
         """Keep records that cannot be delivered (their experiment is missing) in a journal
         of their own, which outlives this process: ``pcs recover`` delivers it once the
         experiment exists again. Each reason is reported once."""
@@ -389,7 +389,7 @@ class Writer:
         for reason, records in rejected.items():
             kept = "(not kept: the journal is off)"
             if aside is not None:
-                keys = {str(r[4]) for r in records if r[0] == "T"}
+                keys = {str(r[_KEY]) for r in records if r[0] == "T"}  # StartCall.key
                 components = [self._component_records[k] for k in sorted(keys)
                               if k in self._component_records]
                 try:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeAlias
 from pcs import _canon
 from pcs.exceptions import SpecError, SpecIntegrityError, SpecNotFoundError, UsageError
 
-__all__ = ["ArgumentSet", "Encoded"]
+__all__ = ["ArgumentSet", "Encoded", "argument_set_id", "spec_fields"]
 
 Encoded: TypeAlias = dict[str, dict[str, dict[str, _canon.Tree]]]
 """``{component: {entry_point: {arg: tree}}}`` with ``pcs-canon/1`` trees as leaves."""
@@ -137,18 +137,15 @@ class ArgumentSet(Mapping[str, dict[str, dict[str, Any]]]):
         return result
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> ArgumentSet:
+    def from_spec(cls, spec: Mapping[str, Any], *, source: str | None = None) -> ArgumentSet:
         """Rebuild from :meth:`to_spec` output (nested or flat form), verifying it.
 
         The identifier is recomputed from the arguments; a mismatch, or a
         ``spec_hash`` that does not match the fields, raises
         :class:`~pcs.exceptions.SpecIntegrityError`.  Malformed specs raise
-        :class:`~pcs.exceptions.SpecError`.
+        :class:`~pcs.exceptions.SpecError`. ``source`` (a file name, say) is
+        named in those errors.
         """
-        return cls._from_spec(spec, source=None)
-
-    @classmethod
-    def _from_spec(cls, spec: Mapping[str, Any], source: str | None) -> ArgumentSet:
         identifier, fields = _canon.split_spec(spec, kind="ArgumentSet spec")
         where = f"ArgumentSet spec {identifier!r}" + (f" in {source}" if source else "")
         fields = _canon.plain_copy(fields, where=where)
@@ -205,7 +202,7 @@ class ArgumentSet(Mapping[str, dict[str, dict[str, Any]]]):
                 f"{os.fspath(path)} does not hold an ArgumentSet spec (found "
                 f"{type(data).__name__}); write it with dump_yaml(argument_set.to_spec())."
             )
-        return cls._from_spec(data, source=os.fspath(path))
+        return cls.from_spec(data, source=os.fspath(path))
 
     # ------------------------------------------------------------------ identity
 
@@ -214,7 +211,7 @@ class ArgumentSet(Mapping[str, dict[str, dict[str, Any]]]):
         """``digest(["ArgumentSet", encoded arguments])`` (sha256 hex), computed once."""
         identifier = self._identifier
         if identifier is None:
-            identifier = _canon._tree_digest([_SPEC_TYPE, self._encoded])
+            identifier = argument_set_id(self._encoded)
             object.__setattr__(self, "_identifier", identifier)
         return identifier
 
@@ -252,13 +249,8 @@ class ArgumentSet(Mapping[str, dict[str, dict[str, Any]]]):
         ``fields`` is ``{"type": "ArgumentSet", "format": "pcs-canon/1",
         "arguments": {component: {entry_point: {arg: tree}}}, "spec_hash": ...}``.
         """
-        fields: dict[str, Any] = {
-            "type": _SPEC_TYPE,
-            "format": _canon.FORMAT,
-            "arguments": self.encoded(),
-        }
-        fields["spec_hash"] = _canon.spec_hash(self.identifier, fields)
-        return _canon.join_spec(self.identifier, fields, flatten=flatten)
+        identifier, fields = spec_fields(self.encoded(), self.identifier)
+        return _canon.join_spec(identifier, fields, flatten=flatten)
 
     def encoded(self) -> Encoded:
         """A copy of the encoded arguments: ``{component: {entry_point: {arg: tree}}}``."""
@@ -374,6 +366,29 @@ class ArgumentSet(Mapping[str, dict[str, dict[str, Any]]]):
             for e, args in calls.items():
                 per_call.setdefault(e, {}).update(args)
         return ArgumentSet.from_encoded(_canon.copy_tree(merged))
+
+
+def argument_set_id(arguments: Encoded) -> str:
+    """The identifier of the ArgumentSet holding ``arguments`` (``pcs-canon/1`` trees):
+    ``digest(["ArgumentSet", arguments])``."""
+    return _canon.tree_digest([_SPEC_TYPE, arguments])
+
+
+def spec_fields(arguments: Encoded, identifier: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(identifier, spec fields) of the ArgumentSet holding ``arguments``, ``spec_hash`` included.
+
+    ``arguments`` is ``{component: {entry_point: {arg: tree}}}`` with trees from
+    :func:`pcs._canon.encode` (or validated), taken as they are: not copied, not
+    checked. ``identifier``, if known, saves hashing them again. The one
+    definition of an ArgumentSet spec: :meth:`ArgumentSet.to_spec` is built with
+    it, and so is the spec the writer stores for every tracked call (from the
+    call's trees, without building an ArgumentSet).
+    """
+    if identifier is None:
+        identifier = argument_set_id(arguments)
+    fields: dict[str, Any] = {"type": _SPEC_TYPE, "format": _canon.FORMAT, "arguments": arguments}
+    fields["spec_hash"] = _canon.spec_hash(identifier, fields, trusted=True)
+    return identifier, fields
 
 
 def _check_encoded(arguments: Any, where: str, identifier: str) -> Encoded:

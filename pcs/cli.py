@@ -35,7 +35,7 @@ def _build() -> click.Group:
 
     @cli.command(help="Print every pcs run of the tracking store (MLFLOW_TRACKING_URI).")
     def status() -> None:
-        from pcs._backend import current_tracking_uri, probe_store
+        from pcs._store import current_tracking_uri, probe_store
         from pcs.exceptions import StoreError
         from pcs.run import Run
 

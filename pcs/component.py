@@ -22,7 +22,7 @@ from typing import Any
 from pcs import _canon
 from pcs.exceptions import SpecError, SpecIntegrityError
 
-__all__ = ["Component"]
+__all__ = ["Component", "component_id", "spec_fields"]
 
 _log = logging.getLogger("pcs")
 
@@ -49,7 +49,8 @@ class Component:
         """``module:qualname``, the import path a replay uses."""
         return f"{self.module}:{self.qualname}"
 
-    def _fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
+        """The fields of this component's spec: what its identifier is the hash of."""
         return {
             "type": "Component",
             "module": self.module,
@@ -64,13 +65,12 @@ class Component:
     @functools.cached_property
     def identifier(self) -> str:
         """sha256 of the canonical encoding of every field."""
-        return _canon.digest(self._fields())
+        return component_id(self.fields())
 
     def to_spec(self, flatten: bool = False) -> dict[str, Any]:
         """``{identifier: {fields}}``, or flat with an ``identifier`` key."""
-        fields = self._fields()
-        fields["spec_hash"] = _canon.spec_hash(self.identifier, fields)
-        return _canon.join_spec(self.identifier, fields, flatten=flatten)
+        identifier, fields = spec_fields(self.fields(), self.identifier)
+        return _canon.join_spec(identifier, fields, flatten=flatten)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Component:
@@ -131,6 +131,27 @@ class Component:
             git_commit=commit,
             git_dirty=dirty,
         )
+
+
+def component_id(fields: Mapping[str, Any]) -> str:
+    """The identifier of the Component with these fields: the digest of their encoding."""
+    return _canon.digest(fields)
+
+
+def spec_fields(
+    fields: Mapping[str, Any], identifier: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(identifier, spec fields) of the Component with ``fields``, ``spec_hash`` included.
+
+    ``fields`` are what a Component holds (``type``, ``module``, ``qualname``,
+    source and git state), as the writer receives them in a component record;
+    ``identifier``, if known, saves hashing them again. The one definition of a
+    Component spec: :meth:`Component.to_spec` is built with it, and so is the
+    spec in every tracked call's registry artifact.
+    """
+    if identifier is None:
+        identifier = component_id(fields)
+    return identifier, {**fields, "spec_hash": _canon.spec_hash(identifier, fields)}
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,20 +17,21 @@ import pickle
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pcs import _backend, _canon, _redaction, conventions
-from pcs._backend import Backend, get_backend
+from pcs import _canon, _redaction, _upper, conventions
 from pcs._canon import is_deferrable
+from pcs._records import LogArtifact, SetTags, StartCall
+from pcs._store import Backend, get_backend
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import PcsError, UntrustedPickleError
 from pcs.registry import Registry
-from pcs.run import Run, handle
+from pcs.run import Run, child_of, end_run, handle, init_run, run_from_handle
 from pcs.run_command import RunCommand
 
 if TYPE_CHECKING:
-    from pcs.replay import RunComparison
+    from pcs._comparison import RunComparison
 
 __all__ = ["RETURN_FORMATS", "ComponentRun"]
 
@@ -98,6 +99,24 @@ class ComponentRun(Run):
     _pending: tuple[Component, str, dict[str, Any]] | None = None
 
     @classmethod
+    def handle(
+        cls,
+        run_id: str,
+        tracking_uri: str | None = None,
+        *,
+        run_command: RunCommand | None = None,
+    ) -> ComponentRun:
+        """A handle on the ComponentRun ``run_id`` of ``tracking_uri`` (default: the current store).
+
+        The store is not read until the handle is used. ``run_command``: the
+        run's RunCommand when the caller has it already (read from the run's
+        registry artifact otherwise).
+        """
+        run = run_from_handle(cls, run_id, tracking_uri or get_backend().tracking_uri)
+        run._run_command = run_command
+        return run
+
+    @classmethod
     def from_run_command(
         cls,
         run_command: RunCommand,
@@ -116,7 +135,7 @@ class ComponentRun(Run):
         component = run_command.component
         calls = run_command.argument_set.encoded()[component.name]
         parent_run = handle(parent) if isinstance(parent, str) else parent
-        run = cls._start(
+        run = start_call(
             get_backend(),
             component,
             run_command.entry_point,
@@ -128,59 +147,9 @@ class ComponentRun(Run):
             name or f"{component.qualname}",
             {str(k): str(v) for k, v in (tags or {}).items()} or None,
             experiment_id,
+            cls,
         )
         run._run_command = run_command
-        return run
-
-    @classmethod
-    def _start(
-        cls,
-        backend: Backend,
-        component: Component,
-        entry_point: str,
-        calls: dict[str, Any],
-        reasons: list[str],
-        params: dict[str, str],
-        blobs: Mapping[str, bytes],
-        parent: Run | None,
-        name: str,
-        extra_tags: dict[str, str] | None,
-        experiment_id: str | None = None,
-    ) -> ComponentRun:
-        """Record the start of a tracked call: journal it and queue it for the writer.
-
-        This is the hot path of every tracked call: no I/O, no MLflow call.
-        """
-        run = cls.__new__(cls)
-        run._backend = backend
-        run._ended_status = None
-        run._owner_pid = _backend.process_id
-        run._name = name
-        if parent is not None:
-            parent_id: str | None = parent._run_id
-            if experiment_id is None:
-                experiment_id = parent.experiment_id
-        else:
-            parent_id = None
-            if experiment_id is None:
-                experiment_id = cls.DEFAULT_EXPERIMENT_ID
-        run._parent_id = parent_id
-        run._experiment_id = experiment_id
-        start = time.time_ns() // 1_000_000
-        run._run_id = run_id = backend.new_run_id(experiment_id)
-        run._pending = (component, entry_point, calls)
-        run._reasons = reasons
-        key = component.identifier
-        record = ["T", run_id, experiment_id, start, key, entry_point, name, parent_id,
-                  calls, reasons, params, extra_tags, False]
-        records = [record]
-        if blobs:
-            for digest, blob in blobs.items():
-                records.append(["A", run_id, f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json",
-                                base64.b64encode(blob).decode()])
-        # published without a lock; journaled and acknowledged when the call ends
-        (backend._writer or backend.writer).start(records, (key, component._fields))
-        backend.open_runs[run_id] = run
         return run
 
     # -- what was recorded ---------------------------------------------------
@@ -268,37 +237,26 @@ class ComponentRun(Run):
             envelope = load_yaml(raw, source=path)
         return _canon.decode(envelope["value"])
 
-    def _has_return_value(self) -> bool:
-        return self._return_value is not _NOT_RECORDED
-
-    def _record_return_value(self, value: Any, fmt: str) -> None:
-        self._return_value = value
-        self._end_extra = self._return_payload(value, fmt)  # travels with the end record
-
-    def _return_payload(self, value: Any, fmt: str) -> list[Any] | None:
-        """:func:`return_payload`, or None when the value cannot be serialized.
+    def _return_value_not_stored(self, fmt: str, err: Exception) -> None:
+        """The return value cannot be serialized as ``fmt``: tag the run, warn once per error type.
 
         A call that returned is FINISHED whatever happens to its return value:
         a serialization failure becomes the tag ``pcs.return_value.error`` and
         one warning per error type, never a status.
         """
-        try:
-            return return_payload(value, fmt)
-        except Exception as err:
-            text = f"{type(err).__name__}: {err}"[:conventions.MAX_TAG_VALUE_LENGTH]
-            self._backend.submit(["G", self._run_id, {self.RETURN_VALUE_ERROR_TAG: text}])
-            with _warned_lock:
-                first = type(err) not in _warned_types
-                _warned_types.add(type(err))
-            if first:
-                _log.warning(
-                    "pcs: the return value of run %s could not be stored as %s (%s); the run "
-                    "is FINISHED and tagged %s. Use return_format='json' or a picklable value.",
-                    self._run_id, fmt, text, self.RETURN_VALUE_ERROR_TAG,
-                )
-            return None
+        text = f"{type(err).__name__}: {err}"[:conventions.MAX_TAG_VALUE_LENGTH]
+        self._backend.submit(SetTags.wire(self._run_id, {self.RETURN_VALUE_ERROR_TAG: text}))
+        with _warned_lock:
+            first = type(err) not in _warned_types
+            _warned_types.add(type(err))
+        if first:
+            _log.warning(
+                "pcs: the return value of run %s could not be stored as %s (%s); the run "
+                "is FINISHED and tagged %s. Use return_format='json' or a picklable value.",
+                self._run_id, fmt, text, self.RETURN_VALUE_ERROR_TAG,
+            )
 
-    # -- replay and portability (implemented in pcs.replay and pcs.portable) --
+    # -- replay and portability (pcs.replay and pcs.portable do the work: see the end) --
     def rerun(
         self,
         allow_code_drift: bool = False,
@@ -321,16 +279,12 @@ class ComponentRun(Run):
         propagates unchanged unless ``reraise=False``, which returns the
         FAILED run instead.
         """
-        from pcs.replay import rerun
-
-        return rerun(self, allow_code_drift, overrides=overrides,
-                     allowed_modules=allowed_modules, reraise=reraise)
+        return REPLAY.get().rerun(self, allow_code_drift, overrides=overrides,
+                                  allowed_modules=allowed_modules, reraise=reraise)
 
     def compare(self, other: Run) -> RunComparison:
         """What differs between this run and ``other``: arguments, code, status, return value."""
-        from pcs.replay import compare
-
-        return compare(self, other)
+        return REPLAY.get().compare(self, other)
 
     @classmethod
     def from_registry(cls, registry: Registry, run_id: str) -> ComponentRun:
@@ -340,9 +294,7 @@ class ComponentRun(Run):
         and :class:`~pcs.RunNotFoundError` if the current store has neither the
         run nor a run imported from it (see :func:`pcs.import_runs`).
         """
-        from pcs.portable import component_run_from_registry
-
-        return component_run_from_registry(cls, registry, run_id)
+        return PORTABILITY.get().component_run_from_registry(cls, registry, run_id)
 
     def to_registry(
         self,
@@ -357,6 +309,121 @@ class ComponentRun(Run):
         ArgumentSet specs and the large argument values (artifacts by digest);
         ``include_artifacts=True`` copies every artifact file of the run.
         """
-        from pcs.portable import component_run_to_registry
+        return PORTABILITY.get().component_run_to_registry(
+            self, registry, force, include_artifacts, recurse
+        )
 
-        return component_run_to_registry(self, registry, force, include_artifacts, recurse)
+
+# -- a tracked call's run: started, ended, and what this process knows of it ------------
+def start_call(
+    backend: Backend,
+    component: Component,
+    entry_point: str,
+    calls: dict[str, Any],
+    reasons: list[str],
+    params: dict[str, str],
+    blobs: Mapping[str, bytes],
+    parent: Run | None,
+    name: str,
+    extra_tags: dict[str, str] | None,
+    experiment_id: str | None = None,
+    cls: type[ComponentRun] = ComponentRun,
+) -> ComponentRun:
+    """Record the start of a tracked call: journal it and queue it for the writer.
+
+    This is the hot path of every tracked call: no I/O, no MLflow call.
+    """
+    if parent is not None:
+        parent_id, experiment_id = child_of(parent, experiment_id)
+    else:
+        parent_id = None
+        if experiment_id is None:
+            experiment_id = cls.DEFAULT_EXPERIMENT_ID
+    start = time.time_ns() // 1_000_000
+    run_id = backend.new_run_id(experiment_id)
+    run = cls.__new__(cls)
+    init_run(run, backend, run_id, experiment_id, name, parent_id)
+    run._pending = (component, entry_point, calls)
+    run._reasons = reasons
+    key = component.identifier
+    records = [StartCall.wire(run_id, experiment_id, start, key, entry_point, name,
+                              parent_id, calls, reasons, params, extra_tags)]
+    if blobs:
+        for digest, blob in blobs.items():
+            path = f"{cls.ARGUMENT_ARTIFACT_DIR}/{digest}.json"
+            records.append(LogArtifact.wire(run_id, path, base64.b64encode(blob).decode()))
+    # published without a lock; journaled and acknowledged when the call ends
+    (backend.started_writer or backend.writer).start(records, (key, component.fields))
+    backend.open_runs[run_id] = run
+    return run
+
+
+def finish_call(run: ComponentRun, value: Any = None, fmt: str | None = None) -> None:
+    """End a tracked call that returned ``value``: FINISHED (the hot path).
+
+    ``fmt``: how to log the return value (one of :data:`RETURN_FORMATS`);
+    None logs none. The value travels with the end record, an exact snapshot
+    taken now (see :func:`return_payload`).
+    """
+    returned = None
+    if fmt is not None:
+        run._return_value = value
+        try:
+            returned = return_payload(value, fmt)
+        except Exception as err:
+            run._return_value_not_stored(fmt, err)
+    end_run(run, "FINISHED", returned)
+
+
+def known_run_command(run: ComponentRun) -> RunCommand | None:
+    """The run's RunCommand if this process knows it without reading the store, else None."""
+    if run._run_command is None and run._pending is None:
+        return None
+    return run.run_command
+
+
+def known_return_value(run: ComponentRun, default: Any = None) -> Any:
+    """What the call returned, as this process recorded it; ``default`` if it recorded nothing."""
+    value = run._return_value
+    return default if value is _NOT_RECORDED else value
+
+
+# -- what ComponentRun needs of the layer above it (see pcs._upper) -------------------
+if TYPE_CHECKING:  # Protocols for the type checker: nothing to build at import
+
+    class ReplayOperations(Protocol):
+        """:meth:`ComponentRun.rerun` and ``compare``, done by :mod:`pcs.replay`."""
+
+        def rerun(
+            self,
+            run: ComponentRun,
+            allow_code_drift: bool = False,
+            *,
+            overrides: Mapping[str, Any] | None = None,
+            allowed_modules: Iterable[str] | None = None,
+            reraise: bool = True,
+        ) -> ComponentRun: ...
+
+        def compare(self, left: Run, right: Run) -> RunComparison: ...
+
+    class PortableOperations(Protocol):
+        """:meth:`ComponentRun.from_registry` and ``to_registry``, done by :mod:`pcs.portable`."""
+
+        def component_run_from_registry(
+            self, cls: type[ComponentRun], registry: Registry, run_id: str
+        ) -> ComponentRun: ...
+
+        def component_run_to_registry(
+            self,
+            run: ComponentRun,
+            registry: Registry | None = None,
+            force: bool = False,
+            include_artifacts: bool = False,
+            recurse: bool = True,
+        ) -> Registry: ...
+
+
+#: provided by pcs.replay when it is imported (imported by name on first use)
+REPLAY: _upper.Slot[ReplayOperations] = _upper.Slot("pcs.replay")
+#: provided by pcs.portable when it is imported (imported by name on first use)
+PORTABILITY: _upper.Slot[PortableOperations] = _upper.Slot("pcs.portable")

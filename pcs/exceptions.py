@@ -6,6 +6,7 @@
     ├── UsageError                a pcs API was called with bad arguments (also ValueError)
     ├── RunNotFoundError          a run id that the tracking store does not know (also LookupError)
     ├── StoreError                the MLflow tracking store failed or cannot be reached
+    ├── UnknownRecordError        a journal record of a kind or form this pcs cannot read
     ├── EncodingError             a value cannot be captured exactly (strict mode)
     ├── SpecError                 a spec or registry is malformed
     │   ├── SpecNotFoundError     no spec with that id in the registry (also LookupError)
@@ -35,6 +36,7 @@ __all__ = [
     "SpecIntegrityError",
     "SpecNotFoundError",
     "StoreError",
+    "UnknownRecordError",
     "UnsafeReplayError",
     "UnsafeYamlError",
     "UntrustedPickleError",
@@ -71,6 +73,29 @@ class StoreError(PcsError):
     def __init__(self, message: str, tracking_uri: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         super().__init__(message)
+
+
+class UnknownRecordError(PcsError):
+    """A journal record of a kind (or a form of a known kind) this pcs cannot read.
+
+    ``kind`` is the record's kind as found (usually a one-letter string) and
+    ``problem`` what is wrong with it. Such a record was written by a newer
+    pcs (or the journal was edited): it is never dropped — the journal that
+    holds it is kept, for the pcs version that wrote it to deliver.
+    """
+
+    def __init__(self, kind: object, problem: str = "") -> None:
+        self.kind = kind
+        self.problem = problem or f"this pcs has no record kind {kind!r}"
+        what = "" if kind is None else f" of kind {kind!r}"
+        super().__init__(
+            f"Cannot read a journal record{what}: {self.problem}. It was written by "
+            "a newer pcs (or the journal was changed by hand); the journal is kept. Deliver it "
+            "with that pcs version (`pcs recover`), or upgrade pcs here."
+        )
+
+    def __reduce__(self) -> tuple[type[UnknownRecordError], tuple[object, str]]:
+        return (type(self), (self.kind, self.problem))
 
 
 class EncodingError(PcsError, TypeError):

@@ -211,7 +211,7 @@ class Registry(abc.ABC):
                 actual=computed,
             )
         if kind == "argument_sets" and not trusted:
-            ArgumentSet._from_spec({identifier: fields}, source=source)
+            ArgumentSet.from_spec({identifier: fields}, source=source)
         with self._lock:
             existing = self._load_spec(kind, identifier)
             if existing is not None and existing.get("spec_hash") == computed:

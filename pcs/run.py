@@ -11,17 +11,18 @@ the Run without the id: ``run.log_metric("loss", 0.1)``.
 from __future__ import annotations
 
 import logging
-import math
-import re
-import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pcs import _backend, conventions, settings
-from pcs._backend import Backend, get_backend, now_ms
+from pcs import conventions
+from pcs._mlflow_rules import check_key_value, checked_params, checked_tags, metric_value
+from pcs._outcome import TERMINAL_STATUSES, error_text, status_for_exception
+from pcs._records import EndRun, LogError, LogMetrics, LogParams, SetTags, StartRun
+from pcs._remote_runs import PARENT_WAIT_ENV as PARENT_WAIT_ENV
+from pcs._remote_runs import parent_wait_seconds, wait_for_run
+from pcs._store import Backend, get_backend, lifecycle, now_ms
 from pcs.exceptions import RunNotFoundError, UsageError
 from pcs.registry import InMemoryRegistry, Registry
 
@@ -31,31 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "handle", "status_for_exception"]
 
 _log = logging.getLogger("pcs")
-
-_TERMINAL = ("FINISHED", "FAILED", "KILLED")
-
-
-def status_for_exception(exc: BaseException | None) -> str:
-    """The run status for a block that ended with ``exc`` (None: it returned).
-
-    FINISHED on return and ``SystemExit(0)``; KILLED on KeyboardInterrupt,
-    ``asyncio.CancelledError`` and other interruptions; FAILED otherwise.
-    """
-    if exc is None:
-        return "FINISHED"
-    if isinstance(exc, SystemExit):
-        return "FINISHED" if exc.code in (None, 0) else "FAILED"
-    if isinstance(exc, KeyboardInterrupt) or _is_cancelled(exc):
-        return "KILLED"
-    if isinstance(exc, Exception):
-        return "FAILED"
-    return "KILLED"
-
-
-def _is_cancelled(exc: BaseException) -> bool:
-    # asyncio is not imported just for this: if it was never imported, nothing was cancelled.
-    asyncio = sys.modules.get("asyncio")
-    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+R = TypeVar("R", bound="Run")
 
 
 class Run:
@@ -69,8 +46,16 @@ class Run:
     exception itself always propagates unchanged.
     """
 
-    #: a return value ``[format, payload]`` delivered with the run's end record
-    _end_extra: list[Any] | None = None
+    # The fields of every Run, set by init_run however the Run is made (see there).
+    _backend: Backend
+    _run_id: str  # on stores where MLflow makes the ids, a local id (see Backend.mlflow_id)
+    _experiment_id: str | None  # None: not known yet (a handle: read on first use)
+    _name: str | None
+    _parent_id: str | None
+    _ended_status: str | None  # None while open
+    _owner_pid: int  # only this process ends the run (not a forked child)
+    #: open at exit: ends KILLED (a block or call that never finished), else FINISHED
+    _interrupted_at_exit: bool = True
     #: a handle from another process: its run may not be in the store yet (wait for it)
     _remote: bool = False
 
@@ -96,12 +81,7 @@ class Run:
         parent: Run | str | None = None,
         tracking_uri: str | None = None,
     ) -> None:
-        self._backend: Backend = get_backend(tracking_uri)
-        self._ended_status: str | None = None
-        self._owner_pid = _backend.process_id
-        self._name: str | None = name
-        self._parent_id: str | None = None
-        self._experiment_id: str | None
+        backend = get_backend(tracking_uri)
         if existing_run_id is not None:
             if experiment_id is not None or name or tags or params or parent is not None:
                 raise UsageError(
@@ -109,37 +89,30 @@ class Run:
                     "(experiment_id/name/tags/params/parent). Pass existing_run_id alone to "
                     "wrap an existing run, or leave it out to create a new one."
                 )
-            self._run_id = str(existing_run_id)
-            self._experiment_id = self._backend.get_run(self._run_id).info.experiment_id
+            run_id = str(existing_run_id)
+            init_run(self, backend, run_id, backend.get_run(run_id).info.experiment_id)
             return
         experiment_id = str(experiment_id) if experiment_id is not None else None
-        all_tags: dict[str, str] = {self.PCS_RUN_TAG: "True"}
+        parent_id: str | None = None
         if isinstance(parent, Run):
-            self._parent_id = parent._run_id  # a local id is resolved by the writer
-            if experiment_id is None:
-                experiment_id = parent.experiment_id
+            parent_id, experiment_id = child_of(parent, experiment_id)
         elif parent:
-            self._parent_id = str(parent)
+            parent_id = str(parent)
             if experiment_id is None:
-                experiment_id = wait_for_run(
-                    self._backend, self._parent_id, parent_wait_seconds()
-                ).info.experiment_id
-        if self._parent_id:
-            all_tags[conventions.PARENT_RUN_ID_TAG] = self._parent_id
-        all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
-        str_params = {str(k): str(v) for k, v in (params or {}).items()}
-        for key, value in all_tags.items():
-            _check_key_value("tag", key, value, conventions.MAX_TAG_VALUE_LENGTH)
-        for key, value in str_params.items():
-            _check_key_value("param", key, value, conventions.MAX_PARAM_VALUE_LENGTH)
+                wait = parent_wait_seconds()
+                experiment_id = wait_for_run(backend, parent_id, wait).info.experiment_id
+        all_tags: dict[str, str] = {self.PCS_RUN_TAG: "True"}
+        if parent_id:
+            all_tags[conventions.PARENT_RUN_ID_TAG] = parent_id
+        all_tags.update(checked_tags(tags or {}))
+        str_params = checked_params(params or {})
         experiment_id = experiment_id or self.DEFAULT_EXPERIMENT_ID
-        self._experiment_id = experiment_id
         start = now_ms()
-        self._run_id = run_id = self._backend.new_run_id(experiment_id)
-        self._backend.submit(["R", run_id, experiment_id, name, start, all_tags, str_params,
-                              False])
+        run_id = backend.new_run_id(experiment_id)
+        init_run(self, backend, run_id, experiment_id, name, parent_id)
+        backend.submit(StartRun.wire(run_id, experiment_id, name, start, all_tags, str_params))
         self._interrupted_at_exit = False  # an explicit Run() left open ends FINISHED at exit
-        self._backend.open_runs[run_id] = self
+        backend.open_runs[run_id] = self
 
     # -- identity ---------------------------------------------------------
     @property
@@ -148,7 +121,7 @@ class Run:
 
         On a store other than the default SQLite one, MLflow chooses the id
         when pcs's writer creates the run, so the first read may wait for the
-        writer (see :meth:`pcs._backend.Backend.mlflow_id`).
+        writer (see :meth:`pcs._store.Backend.mlflow_id`).
         """
         return self._backend.mlflow_id(self._run_id)
 
@@ -201,38 +174,24 @@ class Run:
                                    self._experiment_id))
 
     # -- lifecycle --------------------------------------------------------
+    @property
+    def status_at_exit(self) -> str:
+        """The status this run ends with if the process exits while it is still open:
+        KILLED for a ``with`` block or a tracked call (interrupted), FINISHED for a
+        ``Run()`` the program never ended (as MLflow's own runs do)."""
+        return "KILLED" if self._interrupted_at_exit else "FINISHED"
+
     def end(self, status: str = "FINISHED") -> None:
         """End the run with ``status``: FINISHED, FAILED or KILLED.
 
         Ending a run twice keeps the first status.
         """
-        if status not in _TERMINAL:
+        if status not in TERMINAL_STATUSES:
             raise UsageError(
                 f"Run {self._run_id}: end(status={status!r}) is not a final status; "
-                f"use one of {', '.join(_TERMINAL)}."
+                f"use one of {', '.join(TERMINAL_STATUSES)}."
             )
-        returned, self._end_extra = self._end_extra, None
-        self._finish(status, returned)
-
-    def _finish(self, status: str, returned: list[Any] | None) -> None:
-        """Write the run's end record (``status`` already checked; a tracked call's hot path).
-
-        ``returned``: a tracked call's return value ``[format, payload]``, or None.
-        """
-        if self._ended_status is not None:
-            return
-        if _backend.process_id != self._owner_pid:
-            # A forked child inherited this run from its parent process: not ours to end.
-            _log.debug("pcs: not ending run %s started by process %s", self._run_id,
-                       self._owner_pid)
-            return
-        self._ended_status = status
-        backend = self._backend
-        backend.open_runs.pop(self._run_id, None)
-        record = ["E", self._run_id, status, time.time_ns() // 1_000_000]
-        if returned is not None:
-            record.append(returned)
-        (backend._writer or backend.writer).submit([record], True)
+        end_run(self, status)
 
     def __enter__(self) -> Run:
         return self
@@ -243,18 +202,7 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._end_with_exception(exc)
-
-    def _end_with_exception(self, exc: BaseException | None) -> None:
-        status = status_for_exception(exc)
-        if exc is not None and status != "FINISHED":
-            self._record_error(exc)
-        self.end(status)
-
-    def _record_error(self, exc: BaseException) -> None:
-        text = _error_text(exc, self._run_id)
-        error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
-        self._backend.submit(["X", self._run_id, error_type, text])
+        end_with_exception(self, exc)
 
     # -- pass-through to MlflowClient (run id filled in) --------------------
     def log_metric(
@@ -286,20 +234,21 @@ class Run:
         """``MlflowClient.log_batch`` for this run (MLflow Metric/Param/RunTag entities)."""
         records: list[list[Any]] = []
         if metrics:
-            rows = [[m.key, _metric_value(m.key, m.value, self._run_id), m.timestamp,
+            rows = [[m.key, metric_value(m.key, m.value, self._run_id), m.timestamp,
                      m.step or 0] for m in metrics]
-            records.append(["M", self._run_id, rows])
+            records.append(LogMetrics.wire(self._run_id, rows))
         if params:
-            records.append(["P", self._run_id, self._checked_params(
-                {p.key: p.value for p in params})])
+            records.append(LogParams.wire(self._run_id, checked_params(
+                {p.key: p.value for p in params}, self._run_id)))
         if tags:
-            records.append(["G", self._run_id, self._checked_tags({t.key: t.value for t in tags})])
+            records.append(SetTags.wire(self._run_id, checked_tags(
+                {t.key: t.value for t in tags}, self._run_id)))
         if records:
             self._backend.submit(*records)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log several params at once."""
-        self._backend.submit(["P", self._run_id, self._checked_params(params)])
+        self._backend.submit(LogParams.wire(self._run_id, checked_params(params, self._run_id)))
 
     def log_metrics(
         self, metrics: Mapping[str, float], step: int = 0, timestamp: int | None = None
@@ -308,29 +257,17 @@ class Run:
         ts = timestamp if timestamp is not None else now_ms()
         rows = []
         for key, value in metrics.items():
-            _check_key_value("metric", str(key), "", 0)
-            rows.append([str(key), _metric_value(key, value, self._run_id), ts, step])
-        self._backend.submit(["M", self._run_id, rows])
+            check_key_value("metric", str(key), "", 0)
+            rows.append([str(key), metric_value(key, value, self._run_id), ts, step])
+        self._backend.submit(LogMetrics.wire(self._run_id, rows))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set several tags at once."""
-        self._backend.submit(["G", self._run_id, self._checked_tags(tags)])
+        self._backend.submit(SetTags.wire(self._run_id, checked_tags(tags, self._run_id)))
 
     def set_tag(self, key: str, value: Any, **kwargs: Any) -> None:
         """``MlflowClient.set_tag`` for this run (delivered in the background)."""
         self.set_tags({key: value})
-
-    def _checked_params(self, params: Mapping[str, Any]) -> dict[str, str]:
-        out = {str(k): str(v) for k, v in params.items()}
-        for key, value in out.items():
-            _check_key_value("param", key, value, conventions.MAX_PARAM_VALUE_LENGTH, self._run_id)
-        return out
-
-    def _checked_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
-        out = {str(k): str(v) for k, v in tags.items()}
-        for key, value in out.items():
-            _check_key_value("tag", key, value, conventions.MAX_TAG_VALUE_LENGTH, self._run_id)
-        return out
 
     def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
         """``MlflowClient.log_dict`` for this run."""
@@ -381,16 +318,18 @@ class Run:
         return str(self._backend.call("download_artifacts", self._run_id, path, dst_path))
 
     def set_terminated(self, status: str | None = None, end_time: int | None = None) -> None:
-        """``MlflowClient.set_terminated`` for this run (prefer :meth:`end`)."""
+        """``MlflowClient.set_terminated`` for this run (prefer :meth:`end`).
+
+        Unlike :meth:`end`, it writes its status (and ``end_time``, default
+        now) also over an earlier ending, as MLflow's does.
+        """
         status = status or "FINISHED"
-        if status not in _TERMINAL:
+        if status not in TERMINAL_STATUSES:
             raise UsageError(
                 f"Run {self._run_id}: set_terminated(status={status!r}) is not a final status; "
-                f"use one of {', '.join(_TERMINAL)}."
+                f"use one of {', '.join(TERMINAL_STATUSES)}."
             )
-        self._ended_status = status
-        self._backend.open_runs.pop(self._run_id, None)
-        self._backend.submit(["E", self._run_id, status, end_time or now_ms()])
+        end_run(self, status, None, end_time, overwrite=True)
 
     def search_runs(self, filter_string: str = "", **kwargs: Any) -> list[Any]:
         """``MlflowClient.search_runs`` within this run's experiment."""
@@ -414,7 +353,7 @@ class Run:
         found = backend.iter_runs(
             f"tags.`{cls.PCS_RUN_TAG}` = 'True'", ["attributes.start_time DESC"]
         )
-        return [_run_from_handle(cls, r.info.run_id, backend.tracking_uri) for r in found]
+        return [run_from_handle(cls, r.info.run_id, backend.tracking_uri) for r in found]
 
     @staticmethod
     def print_all_status() -> None:
@@ -514,78 +453,85 @@ class Run:
         backend = get_backend()
         if not backend.run_exists(run_id):
             raise RunNotFoundError(run_id, backend.tracking_uri)
-        return _run_from_handle(cls, run_id, backend.tracking_uri)
+        return run_from_handle(cls, run_id, backend.tracking_uri)
 
 
-#: (id of the traceback head, run id) of the last error recorded (see _error_text)
-_last_error: tuple[int, str] = (0, "")
-#: how far _error_text looks for the traceback head of a nested run's error
-_NESTED_SEARCH = 64
-
-
-def _error_text(exc: BaseException, run_id: str) -> str:
-    """The traceback text of ``exc`` for ``run_id``'s ``pcs.traceback.txt``.
-
-    An error passing through nested tracked calls reaches each of their runs
-    with a longer traceback; formatting all of it every time would cost time
-    quadratic in the depth (minutes for deep recursion). When the error has
-    just been recorded for a run nested inside this one, this run's text shows
-    only its own frames down to that run, and names it.
-    """
-    global _last_error
-    head = exc.__traceback__
-    inner_head, inner_run = _last_error
-    frames = 0
-    if inner_head and head is not None:
-        tb: TracebackType | None = head
-        while tb is not None and frames < _NESTED_SEARCH:
-            frames += 1
-            if id(tb) == inner_head:
-                break
-            tb = tb.tb_next
-        else:
-            frames = 0
-    if head is not None:
-        _last_error = (id(head), run_id)
-    if frames:
-        own = "".join(traceback.format_exception(type(exc), exc, head, limit=frames,
-                                                 chain=False))
-        return (f"{own}\nThe error came from the nested run {inner_run}; its "
-                "pcs.traceback.txt holds the rest of the traceback.\n")
-    return "".join(traceback.format_exception(type(exc), exc, head))
-
-
-_KEY = re.compile(r"^[/\w.\- :]+$")
-
-
-def _check_key_value(
-    kind: str, key: str, value: str, max_value: int, run_id: str | None = None
+# -- what the rest of pcs does with a Run: each done here, once ------------------------
+def init_run(
+    run: Run,
+    backend: Backend,
+    run_id: str,
+    experiment_id: str | None,
+    name: str | None = None,
+    parent_id: str | None = None,
 ) -> None:
-    """MLflow's rules for keys and values, checked now rather than in the background."""
-    where = f" of run {run_id}" if run_id else ""
-    if not _KEY.match(key) or len(key) > conventions.MAX_PARAM_KEY_LENGTH or "../" in key:
-        raise UsageError(
-            f"Invalid {kind} name {key!r}{where}: MLflow accepts up to "
-            f"{conventions.MAX_PARAM_KEY_LENGTH} characters of letters, digits, '_', '-', '.', "
-            "' ', ':' and '/'. Rename it."
-        )
-    if max_value and len(value) > max_value:
-        raise UsageError(
-            f"The {kind} {key!r}{where} is {len(value)} characters long; MLflow stores at most "
-            f"{max_value}. Log long values as an artifact (log_text / log_dict) instead."
-        )
+    """Set every field of the Run object ``run`` (the one place), without touching the store.
+
+    ``experiment_id`` None: not known yet. ``parent_id``: see :func:`child_of`.
+    """
+    run._backend = backend
+    run._ended_status = None
+    run._owner_pid = lifecycle.process_id
+    run._name = name
+    run._parent_id = parent_id
+    run._run_id = run_id
+    run._experiment_id = experiment_id
 
 
-def _metric_value(key: Any, value: Any, run_id: str) -> float | str:
-    """A metric value for the journal: a float, or "nan"/"inf"/"-inf" (JSON has none)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(
-            f"Metric {key!r} of run {run_id} must be a number, got {type(value).__name__} "
-            f"{value!r}."
-        ) from None
-    return number if math.isfinite(number) else repr(number)
+def child_of(parent: Run, experiment_id: str | None = None) -> tuple[str, str]:
+    """``(parent id, experiment id)`` of a new run under ``parent``.
+
+    The parent's id as this process knows it (maybe a local id: the writer
+    resolves it); the experiment is ``experiment_id``, else the parent's.
+    """
+    if experiment_id is None:
+        experiment_id = parent._experiment_id
+        if experiment_id is None:
+            experiment_id = parent.experiment_id  # a handle from elsewhere: may wait for it
+    return parent._run_id, experiment_id
+
+
+def end_run(
+    run: Run,
+    status: str,
+    returned: list[Any] | None = None,
+    end_ms: int | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write the run's end record: every run's one end path (``status`` already checked).
+
+    A tracked call's hot path; ``returned``: its return value ``[format, payload]``.
+    A run ends once unless ``overwrite`` (:meth:`Run.set_terminated`), and only in
+    the process that started it: a forked child inherits runs that are not its own.
+    """
+    if run._ended_status is not None and not overwrite:
+        return
+    if lifecycle.process_id != run._owner_pid:
+        _log.debug("pcs: not ending run %s started by process %s", run._run_id, run._owner_pid)
+        return
+    run._ended_status = status
+    backend = run._backend
+    backend.open_runs.pop(run._run_id, None)
+    record = EndRun.wire(run._run_id, status, end_ms or time.time_ns() // 1_000_000, returned)
+    (backend.started_writer or backend.writer).submit([record], True)
+
+
+def end_with_exception(run: Run, exc: BaseException | None) -> None:
+    """End ``run`` as a block or call that ended with ``exc`` (None: it returned).
+
+    A failure or interruption is recorded: tag ``pcs.error.type``, artifact
+    ``pcs.traceback.txt``.
+    """
+    status = status_for_exception(exc)
+    if exc is not None and status != "FINISHED":
+        error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        run._backend.submit(LogError.wire(run._run_id, error_type, error_text(exc, run._run_id)))
+    end_run(run, status)
+
+
+def mark_interrupted_at_exit(run: Run) -> None:
+    """A ``with`` block's run: open at exit, it ends KILLED (a ``Run()`` ends FINISHED)."""
+    run._interrupted_at_exit = True
 
 
 def handle(run_id: str, tracking_uri: str | None = None) -> Run:
@@ -593,21 +539,15 @@ def handle(run_id: str, tracking_uri: str | None = None) -> Run:
 
     The store is not read until the handle is used.
     """
-    return _run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri)
+    return run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri)
 
 
-def _run_from_handle(
-    cls: type[Run], run_id: str, tracking_uri: str, experiment_id: str | None = None
-) -> Run:
-    """Rebuild a Run handle from its id and store without touching the store."""
+def run_from_handle(
+    cls: type[R], run_id: str, tracking_uri: str, experiment_id: str | None = None
+) -> R:
+    """A handle of class ``cls`` (Run or a subclass) on ``run_id``, the store untouched."""
     run = cls.__new__(cls)
-    run._backend = get_backend(tracking_uri)
-    run._ended_status = None
-    run._owner_pid = _backend.process_id
-    run._name = None
-    run._parent_id = None
-    run._run_id = run_id
-    run._experiment_id = experiment_id
+    init_run(run, get_backend(tracking_uri), run_id, experiment_id)
     return run
 
 
@@ -619,7 +559,7 @@ def _run_from_pickle(
     Its run may not be in the store yet (its owner's writer delivers in the
     background): reading it waits, bounded (:func:`parent_wait_seconds`).
     """
-    run = _run_from_handle(cls, run_id, tracking_uri, experiment_id)
+    run = run_from_handle(cls, run_id, tracking_uri, experiment_id)
     run._remote = True
     return run
 
@@ -627,8 +567,8 @@ def _run_from_pickle(
 def remote_handle(run_id: str, tracking_uri: str | None = None,
                   experiment_id: str | None = None) -> Run:
     """:func:`handle` on a run that another process may have only just started."""
-    run = _run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri,
-                           experiment_id or None)
+    run = run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri,
+                          experiment_id or None)
     run._remote = True
     return run
 
@@ -638,35 +578,14 @@ def known_experiment_id(run: Run) -> str | None:
     return run._experiment_id
 
 
-#: Seconds a handle from another process waits for its run to reach the store.
-PARENT_WAIT_ENV = settings.PARENT_WAIT_SECONDS.name
+def known_name(run: Run) -> str | None:
+    """The name this process started the run with (None: unnamed, or not started here)."""
+    return run._name
 
 
-def parent_wait_seconds() -> float:
-    """``$PCS_PARENT_WAIT_SECONDS`` (default 30; 0 reads once and never waits)."""
-    return settings.PARENT_WAIT_SECONDS.get()
+def known_parent_id(run: Run) -> str | None:
+    """The id of the run's parent as this process recorded it (see :func:`child_of`).
 
-
-def wait_for_run(backend: Backend, run_id: str, wait: float) -> Any:
-    """``backend.get_run(run_id)``, retried for up to ``wait`` seconds while it is not found.
-
-    A run started by another process reaches the store when that process's
-    writer delivers it; until then the store does not know it.
+    None for a root run, or one not started here. ``Backend.mlflow_id`` resolves it.
     """
-    deadline = time.monotonic() + wait
-    delay = 0.02
-    while True:
-        try:
-            return backend.get_run(run_id)
-        except RunNotFoundError as exc:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if wait > 0:
-                    exc.add_note(
-                        f"pcs waited {wait:g} s for the run to reach the store (a run "
-                        f"started by another process arrives when that process's writer "
-                        f"delivers it); set {PARENT_WAIT_ENV} to wait longer."
-                    )
-                raise
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.5)
+    return run._parent_id

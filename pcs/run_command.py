@@ -10,18 +10,34 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pcs import _canon
+from pcs import _canon, _upper
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import SpecError, SpecIntegrityError
 from pcs.registry import InMemoryRegistry, Registry
 
-if TYPE_CHECKING:
-    from pcs.component_run import ComponentRun
+__all__ = ["RunCommand", "spec_fields"]
 
-__all__ = ["RunCommand"]
+
+def spec_fields(
+    component_id: str, entry_point: str, argument_set_id: str
+) -> tuple[str, dict[str, Any]]:
+    """(identifier, spec fields) of the RunCommand of these ids, ``spec_hash`` included.
+
+    The one definition of a RunCommand's identity and spec: :class:`RunCommand`
+    uses it, and so does the writer for every tracked call (from the ids alone).
+    """
+    fields: dict[str, Any] = {
+        "type": "RunCommand",
+        "component_id": component_id,
+        "entry_point": entry_point,
+        "argument_set_id": argument_set_id,
+    }
+    identifier = _canon.tree_digest(fields)
+    fields["spec_hash"] = _canon.spec_hash(identifier, fields, trusted=True)
+    return identifier, fields
 
 
 @dataclass(frozen=True)
@@ -32,18 +48,14 @@ class RunCommand:
     entry_point: str
     argument_set: ArgumentSet
 
-    def _fields(self) -> dict[str, Any]:
-        return {
-            "type": "RunCommand",
-            "component_id": self.component.identifier,
-            "entry_point": self.entry_point,
-            "argument_set_id": self.argument_set.identifier,
-        }
+    def _spec(self) -> tuple[str, dict[str, Any]]:
+        return spec_fields(self.component.identifier, self.entry_point,
+                           self.argument_set.identifier)
 
     @functools.cached_property
     def identifier(self) -> str:
         """sha256 over the component id, the entry point and the argument set id."""
-        return _canon.digest(self._fields())
+        return self._spec()[0]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RunCommand):
@@ -58,9 +70,8 @@ class RunCommand:
 
     def to_spec(self, flatten: bool = False) -> dict[str, Any]:
         """``{identifier: {fields}}``, or flat with an ``identifier`` key."""
-        fields = self._fields()
-        fields["spec_hash"] = _canon.spec_hash(self.identifier, fields)
-        return _canon.join_spec(self.identifier, fields, flatten=flatten)
+        identifier, fields = self._spec()
+        return _canon.join_spec(identifier, fields, flatten=flatten)
 
     def to_registry(
         self, registry: Registry | None = None, recurse: bool = True, force: bool = False
@@ -109,17 +120,42 @@ class RunCommand:
         *,
         overrides: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] | None = None,
-        artifacts: Registry | ComponentRun | None = None,
+        artifacts: Any = None,
         reraise: bool = True,
-    ) -> ComponentRun:
+    ) -> Any:
         """Call the component's entry point with the argument set, as a new tracked call.
 
         Returns the new :class:`~pcs.ComponentRun`. The checks and options are
-        those of :meth:`pcs.ComponentRun.rerun`; ``artifacts`` (a Registry or
-        a ComponentRun) supplies large argument values stored by digest.
-        """
-        from pcs.replay import replay_command
+        those of :meth:`pcs.ComponentRun.rerun`; ``artifacts`` (a
+        :class:`~pcs.Registry` or a ComponentRun) supplies large argument
+        values stored by digest.
 
-        return replay_command(self, allow_code_drift, overrides=overrides,
-                              allowed_modules=allowed_modules, artifacts=artifacts,
-                              reraise=reraise)
+        A RunCommand is a spec that sits below the runs in pcs's layers (the
+        writer uses it too), so this module names no run class: the run types
+        are ``Any`` here. :func:`pcs.replay.replay_command` does the same,
+        typed.
+        """
+        return REPLAY.get().replay_command(self, allow_code_drift, overrides=overrides,
+                                           allowed_modules=allowed_modules,
+                                           artifacts=artifacts, reraise=reraise)
+
+
+if TYPE_CHECKING:  # a Protocol for the type checker: nothing to build at import
+
+    class ReplayOperations(Protocol):
+        """:meth:`RunCommand.run`, done by :mod:`pcs.replay` (see :mod:`pcs._upper`)."""
+
+        def replay_command(
+            self,
+            command: RunCommand,
+            allow_code_drift: bool = False,
+            *,
+            overrides: Mapping[str, Any] | None = None,
+            allowed_modules: Iterable[str] | None = None,
+            artifacts: Any = None,
+            reraise: bool = True,
+        ) -> Any: ...
+
+
+#: provided by pcs.replay when it is imported (imported by name on first use)
+REPLAY: _upper.Slot[ReplayOperations] = _upper.Slot("pcs.replay")

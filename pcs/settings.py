@@ -42,6 +42,7 @@ from pcs.exceptions import UsageError
 __all__ = [
     "ALL",
     "AUTO_RECOVER",
+    "DISABLED",
     "EXIT_FLUSH_TIMEOUT",
     "FORK_WAIT_SECONDS",
     "HANDLE_SIGTERM",
@@ -207,6 +208,12 @@ AUTO_RECOVER: Setting[bool] = Setting(
     doc="``0``: do not deliver dead processes' journals in the background "
         "(``pcs recover`` still does).",
 )
+DISABLED: Setting[bool] = Setting(
+    "PCS_DISABLED", False, _flag, accepts=_FLAG, shown_default="``0``",
+    doc="``1``: the kill switch. ``@pcs.tracked`` returns what it decorates unchanged and "
+    "``pcs.run()`` blocks record nothing: no store is opened, no file is created. Read "
+    "when a function is decorated and when a block starts.",
+)
 HANDLE_SIGTERM: Setting[bool] = Setting(
     "PCS_HANDLE_SIGTERM", True, _flag, accepts=_FLAG, shown_default="``1``",
     doc="``0``: do not install pcs's SIGTERM handler.",
@@ -243,7 +250,7 @@ REPLAY_ALLOWED_MODULES: Setting[tuple[str, ...]] = Setting(
 
 #: every setting, in the documentation's order
 ALL: tuple[Setting[Any], ...] = (
-    JOURNAL_DIR, JOURNAL, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS, STALL_SECONDS,
+    DISABLED, JOURNAL_DIR, JOURNAL, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS, STALL_SECONDS,
     READ_TIMEOUT, RUN_ID_TIMEOUT, FORK_WAIT_SECONDS, AUTO_RECOVER, HANDLE_SIGTERM,
     INSTRUMENT_POOLS, PARENT_RUN_ID, PARENT_TRACKING_URI, PARENT_EXPERIMENT_ID,
     PARENT_WAIT_SECONDS, REPLAY_ALLOWED_MODULES,

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _events
-from pcs.run import Run
+from pcs._store import get_backend
+from pcs.run import Run, known_name, known_parent_id
 
 __all__ = ["CapturedRun", "capture_runs"]
 
@@ -54,7 +55,7 @@ class CapturedRun:
         """The MLflow run id of the parent run, or None for a root run."""
         if self.parent_key is None:
             return None
-        return self.run._backend.mlflow_id(self.parent_key)
+        return get_backend(self.run.tracking_uri).mlflow_id(self.parent_key)
 
 
 class CapturedRuns(list[CapturedRun]):
@@ -78,7 +79,7 @@ class CapturedRuns(list[CapturedRun]):
 @contextmanager
 def capture_runs() -> Iterator[CapturedRuns]:
     """Record every run started and ended while the block runs (all threads)."""
-    from pcs.component_run import ComponentRun
+    from pcs.component_run import ComponentRun, known_return_value, known_run_command
 
     captured = CapturedRuns()
     by_run: dict[int, CapturedRun] = {}
@@ -89,14 +90,12 @@ def capture_runs() -> Iterator[CapturedRuns]:
             if event == "start":
                 record = CapturedRun(
                     run=run,
-                    name=run._name,
-                    parent_key=run._parent_id,
+                    name=known_name(run),
+                    parent_key=known_parent_id(run),
                     is_component_run=isinstance(run, ComponentRun),
                 )
-                if isinstance(run, ComponentRun) and (
-                    run._run_command is not None or run._pending is not None
-                ):
-                    command = run.run_command
+                command = known_run_command(run) if isinstance(run, ComponentRun) else None
+                if command is not None:
                     args = command.argument_set.get_function_args(
                         command.component.name, command.entry_point
                     )
@@ -109,8 +108,8 @@ def capture_runs() -> Iterator[CapturedRuns]:
                 return
             found.status = status
             found.error = exc
-            if isinstance(run, ComponentRun) and run._has_return_value():
-                found.return_value = run._return_value
+            if isinstance(run, ComponentRun):
+                found.return_value = known_return_value(run, found.return_value)
 
     _events.subscribe(observe)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pcs import _backend
+from pcs import _store
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +34,10 @@ def tracking_uri(
     uri = make_store(template_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    _backend.reset_backends()
+    _store.reset_backends()
     yield uri
-    _backend.close_all(timeout=5)  # as at exit; a test's unreachable store costs 5 s at most
-    _backend.reset_backends()
+    _store.close_all(timeout=5)  # as at exit; a test's unreachable store costs 5 s at most
+    _store.reset_backends()
 
 
 class FlushingClient:

@@ -127,6 +127,18 @@ def test_to_spec_layout() -> None:
     assert aset.to_spec(flatten=True) == {"identifier": aset.identifier, **fields}
 
 
+def test_the_module_spec_function_is_the_one_the_object_uses() -> None:
+    """The writer builds a call's spec with argument_set.spec_fields from the trees alone."""
+    from pcs import argument_set
+
+    aset = ArgumentSet(ARGS)
+    identifier, fields = argument_set.spec_fields(aset.encoded())
+    assert identifier == argument_set.argument_set_id(aset.encoded()) == aset.identifier
+    assert {identifier: fields} == aset.to_spec()
+    assert argument_set.spec_fields(aset.encoded(), identifier) == (identifier, fields)
+    assert _canon.canonical_bytes(aset.to_spec()) == _canon.canonical_bytes({identifier: fields})
+
+
 @pytest.mark.parametrize("flatten", [False, True])
 def test_from_spec_round_trip(flatten: bool) -> None:
     aset = ArgumentSet(ARGS)

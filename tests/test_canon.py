@@ -620,3 +620,49 @@ def test_plain_copy_validates_and_copies() -> None:
     loop.append(loop)
     with pytest.raises(SpecError, match="cycle"):
         _canon.plain_copy(loop)
+
+
+# ---------------------------------------------------------------- package layout
+
+# Bottom to top: a module may import only modules before it in this list.
+_LAYERS = [
+    "markers", "hashing", "scalars", "paths", "encoder", "redacting", "decoder", "inspection",
+    "spec",
+]
+
+
+def test_canon_package_imports_flow_one_way() -> None:
+    import ast
+
+    package = Path(_canon.__file__).parent
+    modules = sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+    assert modules == sorted(_LAYERS)
+    for rank, name in enumerate(_LAYERS):
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {
+            node.module for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pcs")
+        }
+        imported |= {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names if alias.name.startswith("pcs")
+        }
+        for module in imported:
+            if module == "pcs.exceptions":
+                continue
+            assert module.startswith("pcs._canon."), f"{name} imports {module}"
+            below = module.removeprefix("pcs._canon.")
+            assert _LAYERS.index(below) < rank, f"{name} imports {below}, which is above it"
+
+
+def test_old_private_spellings_are_the_public_functions() -> None:
+    assert _canon._tree_digest is _canon.tree_digest
+    assert _canon._walk is _canon.walk
+    for value in ({"b": [1, 2.5], "a": {"x"}}, "é", None, (1, b"x")):
+        tree = encode(value)
+        assert _canon.tree_digest(tree) == digest(tree)
+    assert [path for path, _ in _canon.walk(encode({"k": [1]}), "v")] == [
+        "v", "v.keys()['k']", "v['k']", "v['k'][0]"
+    ]
+    with pytest.raises(UsageError, match="canonically"):
+        _canon.tree_digest(["f", float("nan")])

@@ -21,21 +21,22 @@ from conftest import parent_of
 from mlflow.tracking import MlflowClient
 
 import pcs
-from pcs import _backend
+from pcs import _store
+from pcs._store import facade
 from pcs.component_run import ComponentRun
 
 
 @pytest.fixture(autouse=True)
 def client_mode(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def detect(backend: _backend.Backend) -> str:
+    def detect(backend: _store.Backend) -> str:
         backend.client  # noqa: B018
         return "client"
 
-    monkeypatch.setattr(_backend, "_detect_mode", detect)
-    monkeypatch.setattr(_backend, "_assigns_ids", lambda uri: False)  # local ids, as for http
-    _backend.reset_backends()
+    monkeypatch.setattr(facade, "_detect_mode", detect)
+    monkeypatch.setattr(facade, "assigns_ids", lambda uri: False)  # local ids, as for http
+    _store.reset_backends()
     yield
-    assert _backend.get_backend().mode == "client"
+    assert _store.get_backend().mode == "client"
 
 
 @pcs.tracked
@@ -173,14 +174,14 @@ def test_sigkill_then_recovery_exactly_once(tmp_path: Path, tracking_uri: str) -
         """
         import os, signal
         import pcs
-        from pcs import _backend
+        from pcs._store import facade
 
         def detect(backend):
             backend.client
             return "client"
 
-        _backend._detect_mode = detect
-        _backend._assigns_ids = lambda uri: False
+        facade._detect_mode = detect
+        facade.assigns_ids = lambda uri: False
 
         @pcs.tracked
         def step(i):

@@ -18,7 +18,7 @@ from conftest import stored_runs
 from mlflow.tracking import MlflowClient
 
 import pcs
-from pcs import _backend
+from pcs import _store
 
 pytestmark = pytest.mark.slow
 
@@ -233,7 +233,7 @@ def test_store_locked_then_back_delivers_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("PCS_SQLITE_BUSY_TIMEOUT_MS", "50")
-    _backend.reset_backends()
+    _store.reset_backends()
 
     @pcs.tracked
     def work(i: int) -> int:
@@ -242,7 +242,7 @@ def test_store_locked_then_back_delivers_once(
     with pcs.run("warm-up"):
         pass
     assert pcs.flush(30)
-    writer = _backend.get_backend().writer
+    writer = _store.get_backend().writer
     writer._max_pending = 40  # exercise the spill-to-journal path too
     blocker = sqlite3.connect(tracking_uri[len("sqlite:///"):], isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # the store is now unavailable to every writer

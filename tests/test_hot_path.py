@@ -213,9 +213,9 @@ def test_backpressure_keeps_every_run_in_order(client: MlflowClient) -> None:
     """Threads blocked on a full queue never let a call's end overtake its start."""
     import threading
 
-    from pcs import _backend
+    from pcs import _store
 
-    writer = _backend.get_backend().writer
+    writer = _store.get_backend().writer
     writer._max_pending = 6  # constant backpressure
 
     @pcs.tracked

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from replay_support import CodeDir, make_store
 
 import pcs
-from pcs import _backend
+from pcs import _store
 from pcs._yaml import dump_yaml, load_yaml
 from pcs.component_run import ComponentRun
 
@@ -78,7 +78,7 @@ def recorded(code: CodeDir) -> Recorded:
 def use_store(monkeypatch: pytest.MonkeyPatch, uri: str) -> MlflowClient:
     pcs.flush()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    _backend.reset_backends()
+    _store.reset_backends()
     return MlflowClient(tracking_uri=uri)
 
 
@@ -228,22 +228,22 @@ def test_an_interrupted_import_is_cleaned_up_and_redone(
     registry = pcs.export_runs(recorded.root)
     client = use_store(monkeypatch, make_store(template_store, tmp_path / "other"))
     calls = []
-    original = _backend.Backend.set_terminated
+    original = _store.Backend.set_terminated
 
-    def crash_on_second(self: _backend.Backend, *args: object, **kwargs: object) -> None:
+    def crash_on_second(self: _store.Backend, *args: object, **kwargs: object) -> None:
         calls.append(args)
         if len(calls) == 2:
             raise OSError("disk full")
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_backend.Backend, "set_terminated", crash_on_second)
+    monkeypatch.setattr(_store.Backend, "set_terminated", crash_on_second)
     with pytest.raises(pcs.StoreError, match="OSError: disk full") as caught:
         pcs.import_runs(registry)
     assert "import_runs() again" in str(caught.value)
     leftovers = [r for r in stored_runs(client).values()
                  if "pcs.importing_from" in r.data.tags]  # type: ignore[attr-defined]
     assert len(leftovers) == 1
-    monkeypatch.setattr(_backend.Backend, "set_terminated", original)
+    monkeypatch.setattr(_store.Backend, "set_terminated", original)
     mapping = pcs.import_runs(registry)
     active = stored_runs(client)
     assert set(active) == set(mapping.values())

@@ -17,7 +17,7 @@ from conftest import parent_of, stored_runs
 from mlflow.tracking import MlflowClient
 
 import pcs
-from pcs.run import PARENT_WAIT_ENV, _run_from_handle
+from pcs.run import PARENT_WAIT_ENV, run_from_handle
 
 CHILD = textwrap.dedent(
     """
@@ -90,7 +90,7 @@ def test_pickled_handle_of_a_run_not_in_the_store_yet(
     # The race that made the test above flaky, made certain: the parent run has not
     # reached the store when the child uses its handle. The handle carries the
     # run's id, store and experiment, so the child needs no store read.
-    not_yet = _run_from_handle(pcs.Run, uuid.uuid4().hex, tracking_uri, "0")
+    not_yet = run_from_handle(pcs.Run, uuid.uuid4().hex, tracking_uri, "0")
     child_id = _apply_in_spawned_worker(pool_support.spawned_child, not_yet)
     assert parent_of(client, child_id) == not_yet.identifier
 

@@ -180,14 +180,14 @@ def test_client_path_recovery_across_batches_is_exactly_once(
         """
         import os, signal
         import pcs
-        from pcs import _backend
+        from pcs._store import facade
 
         def detect(backend):
             backend.client
             return "client"
 
-        _backend._detect_mode = detect
-        _backend._assigns_ids = lambda uri: False
+        facade._detect_mode = detect
+        facade.assigns_ids = lambda uri: False
 
         @pcs.tracked
         def step(i):
@@ -207,13 +207,13 @@ def test_client_path_recovery_across_batches_is_exactly_once(
     recovered = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(
             """
-            from pcs import _backend, recovery
+            from pcs._store import facade, recovery
             recovery.BATCH = 100  # many batches: each must be exactly once
             def detect(backend):
                 backend.client
                 return "client"
-            _backend._detect_mode = detect
-            _backend._assigns_ids = lambda uri: False
+            facade._detect_mode = detect
+            facade.assigns_ids = lambda uri: False
             print(recovery.recover())
             """
         )],
@@ -292,12 +292,12 @@ def test_artifact_paths_from_records_stay_in_the_run(
     leave the run's artifact folder is refused (logged), never written."""
     import base64
 
-    from pcs import _backend
+    from pcs import _store
 
     run = pcs.Run()
     run.end()
     assert pcs.flush(30)
-    backend = _backend.get_backend()
+    backend = _store.get_backend()
     with caplog.at_level("ERROR", logger="pcs"):
         backend.submit(["A", run._run_id, path, base64.b64encode(b"planted").decode()])
         backend.submit(["R", "../../evil", "0", "x", 0, {}, {}, False])

@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 import pcs
-from pcs import Run, _backend
+from pcs import Run, _store
 
 
 def test_constants() -> None:
@@ -302,10 +302,10 @@ def test_run_pickles_to_handle(client: MlflowClient) -> None:
 def test_store_under_missing_directory_is_a_pcs_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from pcs import _backend
+    from pcs import _store
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_blocked(tmp_path)}/mlflow.db")
-    _backend.reset_backends()
+    _store.reset_backends()
     run = Run()  # creating a run never waits for the store
     run.end()
     with pytest.raises(pcs.StoreError, match="MLFLOW_TRACKING_URI") as err:
@@ -363,7 +363,7 @@ def test_unknown_experiment_is_a_clear_error_at_delivery(
     client = MlflowClient(tracking_uri=tracking_uri)
     assert client.get_run(ok.identifier).info.status == "FINISHED"  # others are delivered
     pcs.flush()
-    _backend.get_backend().writer.close()  # as at exit: the set-aside journal stays
+    _store.get_backend().writer.close()  # as at exit: the set-aside journal stays
     kept = [p for p in (tmp_path / ".pcs" / "journal").glob("*.jsonl")
             if first._run_id.encode() in p.read_bytes()]
     assert len(kept) == 1

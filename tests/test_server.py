@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from server_support import Server
 
 import pcs
-from pcs import _backend
+from pcs import _store
 from pcs.component_run import ComponentRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -30,7 +30,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     srv = Server(root)
     srv.start()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.url)
-    _backend.reset_backends()
+    _store.reset_backends()
     try:
         yield srv
     finally:
@@ -49,7 +49,7 @@ def _calls(client: MlflowClient) -> list[object]:
 
 
 def test_tracked_calls_land_on_a_real_server(server: Server) -> None:
-    assert _backend.get_backend().mode == "client"
+    assert _store.get_backend().mode == "client"
     with pcs.run("on-server", params={"p": 1}) as outer:
         values = [scale(i) for i in range(30)]
         outer.log_metric("m", 2.5)
@@ -85,7 +85,7 @@ def test_server_down_then_back_delivers_everything_once(
     monkeypatch.setenv("PCS_STALL_SECONDS", "2")  # MLflow itself retries for minutes ...
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # ... here for ~7 s, then
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # pcs's own retries take over
-    _backend.reset_backends()
+    _store.reset_backends()
     client = MlflowClient(tracking_uri=server.url)
     with caplog.at_level(logging.WARNING, logger="pcs"):
         with pcs.run("outage") as outer:

@@ -8,21 +8,23 @@ from pathlib import Path
 import pytest
 
 import pcs
-from pcs import _backend
+from pcs import _store
+from pcs._store import sqlite_sink
+from pcs._store.uri import sqlite_path
 
 
 @pytest.fixture
 def broken_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_blocked(tmp_path)}/mlflow.db")
-    _backend.reset_backends()
+    _store.reset_backends()
 
 
 def test_tracked_call_result_unchanged(
     broken_store: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import pcs.tracking
+    import pcs._tracker
 
-    pcs.tracking._warned.clear()
+    pcs._tracker._warned.clear()
 
     @pcs.tracked
     def add(a: int, b: int) -> int:
@@ -88,12 +90,12 @@ def test_journal_disk_full_keeps_tracking(
 
     from mlflow.tracking import MlflowClient
 
-    from pcs import _journal
+    from pcs._journal import writer
 
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_journal.os, "posix_fallocate", full)
+    monkeypatch.setattr(writer.os, "posix_fallocate", full)  # read by writer._reserve
 
     @pcs.tracked
     def add(a: int, b: int) -> int:
@@ -123,14 +125,14 @@ def test_artifact_files_failing_commit_nothing_then_deliver(
 
     failing = threading.Event()
     failing.set()
-    real_write = _backend._write_file
+    real_write = sqlite_sink._write_file
 
     def write(path: str, data: bytes) -> None:
         if failing.is_set():
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(_backend, "_write_file", write)
+    monkeypatch.setattr(sqlite_sink, "_write_file", write)
 
     @pcs.tracked
     def double(x: int) -> int:
@@ -161,19 +163,19 @@ def test_store_read_only_at_start_is_retried_with_a_new_connection(
 
     from mlflow.tracking import MlflowClient
 
-    real_connect = _backend._connect
+    real_connect = sqlite_sink._connect
     opened: list[str] = []
 
     def connect(uri: str) -> sqlite3.Connection:
         if len(opened) < 2:  # the schema check's connection, then the writer's
             opened.append("ro")
-            path = _backend._sqlite_path(uri)
+            path = sqlite_path(uri)
             return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                    check_same_thread=False)
         opened.append("rw")
         return real_connect(uri)
 
-    monkeypatch.setattr(_backend, "_connect", connect)
+    monkeypatch.setattr(sqlite_sink, "_connect", connect)
 
     @pcs.tracked
     def add(a: int, b: int) -> int:

@@ -1,0 +1,178 @@
+"""Which store: the tracking URI MLflow resolves, made absolute, and what kind of store it names.
+
+The ground floor of :mod:`pcs._store`: it knows URIs, paths and the import of
+MLflow itself, and nothing of backends, sinks or runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+__all__ = [
+    "LOCAL_ID_PREFIX",
+    "absolute_uri",
+    "assigns_ids",
+    "current_tracking_uri",
+    "import_lock",
+    "import_mlflow",
+    "local_dir",
+    "probe_store",
+    "renew_import_lock",
+    "sqlite_path",
+]
+
+#: Prefix of the run ids pcs makes for stores where MLflow chooses the id (see
+#: :meth:`pcs._store.facade.Backend.new_run_id`).
+LOCAL_ID_PREFIX = "pcs-local-"
+
+_URI_ENV = "MLFLOW_TRACKING_URI"
+_TRACKING_UTILS = "mlflow.tracking._tracking_service.utils"
+# os.environ's own mapping (bytes on POSIX): reading it skips two encode calls per lookup.
+_environ_data: Any = getattr(os.environ, "_data", None)
+_uri_env_key: Any = None
+if isinstance(_environ_data, dict):
+    try:
+        _uri_env_key = os.environ.encodekey(_URI_ENV)
+    except Exception:  # pragma: no cover - not CPython's os.environ
+        _environ_data = None
+else:  # pragma: no cover
+    _environ_data = None
+#: (environment value, mlflow.set_tracking_uri value, cwd or None) -> resolved URI
+_uri_cache: tuple[Any, Any, str | None, str] = (None, None, None, "")
+
+
+def current_tracking_uri() -> str:
+    """The tracking URI MLflow resolves now: ``MLFLOW_TRACKING_URI`` or its default.
+
+    MLflow's answer depends on the environment variable, on
+    ``mlflow.set_tracking_uri`` and (for the default, relative SQLite file) on
+    the working directory; it is cached until one of them changes.
+    """
+    global _uri_cache
+    if _environ_data is not None:
+        env = _environ_data.get(_uri_env_key)
+    else:  # pragma: no cover
+        env = os.environ.get(_URI_ENV)
+    utils = sys.modules.get(_TRACKING_UTILS)
+    explicit = None if utils is None else getattr(utils, "_tracking_uri", None)
+    cached = _uri_cache
+    if env or explicit:
+        if cached[0] == env and cached[1] == explicit and cached[3] and (
+            cached[2] is None or cached[2] == os.getcwd()  # a relative path: per directory
+        ):
+            return cached[3]
+        cwd = None
+    else:
+        cwd = os.getcwd()
+        if not cached[0] and not cached[1] and cached[2] == cwd:
+            return cached[3]
+    mlflow = import_mlflow()
+    uri = str(mlflow.get_tracking_uri())
+    absolute = absolute_uri(uri)
+    if absolute != uri and cwd is None:
+        cwd = os.getcwd()
+    _uri_cache = (env, explicit, cwd, absolute)
+    return absolute
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative SQLite or local path made absolute (one store, one name).
+
+    ``sqlite:///mlflow.db`` means a different database in every working
+    directory; pcs names stores by absolute path, so that a journal recorded
+    here is never delivered into another directory's database.
+    """
+    if uri.startswith("sqlite:///"):
+        path = sqlite_path(uri)
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return "sqlite:///" + os.path.abspath(path)
+        return uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "" and uri and not os.path.isabs(uri):
+        return os.path.abspath(uri)
+    if parsed.scheme == "file" and not parsed.netloc and parsed.path and \
+            not os.path.isabs(unquote(parsed.path)):
+        return "file://" + os.path.abspath(unquote(parsed.path))
+    return uri
+
+
+def sqlite_path(uri: str) -> str:
+    """The database file of a ``sqlite:///path`` URI ("" for an in-memory database)."""
+    return unquote(urlparse(uri).path)[1:]
+
+
+def local_dir(uri: str) -> Path | None:
+    """The local directory of a ``file:`` URI or plain path; None for remote stores."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def assigns_ids(uri: str) -> bool:
+    """True for a SQLite file store: pcs makes the run ids (see ``Backend.new_run_id``)."""
+    return bool(uri.startswith("sqlite:") and sqlite_path(uri))
+
+
+def probe_store(uri: str, timeout: float = 3.0) -> str | None:
+    """Why the store ``uri`` cannot be read right now (None: it may be), without creating it.
+
+    A SQLite file or local directory that does not exist is reported, never
+    created; an ``http(s)://`` server that refuses or does not answer a TCP
+    connection within ``timeout`` seconds is reported (MLflow's own client
+    would retry for minutes).
+    """
+    parsed = urlparse(uri)
+    if uri.startswith("sqlite:"):
+        path = sqlite_path(uri)
+        if path and not os.path.exists(path):
+            return f"there is no MLflow store at {path!r} (nothing was recorded there yet)"
+        return None
+    if parsed.scheme in ("http", "https"):
+        import socket
+
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname or "localhost", port), timeout).close()
+        except OSError as exc:
+            return f"the tracking server {uri!r} is unreachable ({exc})"
+        return None
+    local = local_dir(uri)
+    if local is not None and not local.exists():
+        return f"there is no MLflow store at {str(local)!r} (nothing was recorded there yet)"
+    return None
+
+
+#: held while pcs imports MLflow (a second or so): fork() waits for it, because a child
+#: forked in the middle of another thread's import finds that import's locks taken forever
+_import_lock = threading.Lock()
+
+
+def import_mlflow() -> Any:
+    """The :mod:`mlflow` module, imported now if no thread has imported it yet."""
+    module = sys.modules.get("mlflow")
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        with _import_lock:
+            import mlflow
+
+            module = mlflow
+    return module
+
+
+def import_lock() -> threading.Lock:
+    """The lock held while pcs imports MLflow (the fork hooks take it around ``fork()``)."""
+    return _import_lock
+
+
+def renew_import_lock() -> None:
+    """In a forked child: a fresh import lock (the parent's may be held by a thread that is
+    gone)."""
+    global _import_lock
+    _import_lock = threading.Lock()
