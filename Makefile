@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python examples/quickstart.py
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check pcs tests examples benchmarks docs
+	$(BIN)/ruff check pcs plugins tests examples benchmarks docs
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

@@ -54,7 +54,8 @@ _LAZY = {
     "recover": "pcs.recovery",
 }
 #: Public submodules, also loaded on first use (``pcs.canon.encode(...)`` after ``import pcs``).
-_SUBMODULES = frozenset({"canon", "conventions", "replay", "portable", "recovery", "settings"})
+_SUBMODULES = frozenset({"canon", "conventions", "hookspecs", "plugins", "replay", "portable",
+                         "recovery", "settings"})
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pcs._capture import capture
-from pcs._tracker import INIT_ATTR, InitRecord, Options, warn_once
+from pcs._tracker import INIT_ATTR, InitRecord, Options, recorded_arguments, warn_once
 
 __all__ = ["TRACKED_CLASS_ATTR", "track_class"]
 
@@ -40,6 +40,7 @@ def track_class(cls: type, options: Options) -> type:
                 arguments = dict(bound.arguments)
                 if first is not None:
                     arguments.pop(first, None)
+                arguments = recorded_arguments(f"{cls.__qualname__}.__init__", arguments)
                 record = InitRecord(
                     capture(arguments, redact=options.redact, exclude=options.exclude,
                             strict=options.strict)

@@ -25,6 +25,7 @@ from pcs._canon import DEFERRABLE_INT
 from pcs._capture import SHORT_STR, Captured, capture, is_secret_name
 from pcs._generators import drive_async_generator, drive_generator
 from pcs._store import get_backend
+from pcs._store.uri import import_lock
 from pcs._suppress import suppressed
 from pcs.component import Component
 from pcs.component_run import ComponentRun, finish_call, start_call
@@ -37,6 +38,8 @@ __all__ = [
     "Options",
     "Prepared",
     "Tracker",
+    "ensure_plugins",
+    "recorded_arguments",
     "warn_once",
 ]
 
@@ -65,11 +68,38 @@ def _policy_changed() -> None:
         _FAST_SECRET, _secret_search = _redaction.SHORT_TEXT, _redaction.DETECT.search
     else:
         _FAST_SECRET, _secret_search = 0, _redaction.POLICY.secret_text
+    _plugins_changed()
+
+
+def _plugins_changed() -> None:
     for tracker in list(_trackers):
         tracker.fast_names = tracker.fast_path_names()
 
 
 _redaction.on_change(_policy_changed)
+_events.on_plugins_change(_plugins_changed)
+
+
+def ensure_plugins() -> None:
+    """Load the entry-point plugins, the first time a run needs them (see :mod:`pcs.plugins`)."""
+    if not _events.plugins_loaded:
+        with import_lock():  # fork() waits for these imports (see pcs._store.lifecycle)
+            from pcs.plugins import load
+
+            load()
+
+
+def recorded_arguments(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call of ``name`` as pcs records them: after the plugins' hook.
+
+    Loads the entry-point plugins on the first call that needs them (the
+    fast path is off until then, see :meth:`Tracker.fast_path_names`).
+    """
+    ensure_plugins()
+    hook = _events.arguments_hook
+    if hook is None:
+        return arguments
+    return hook(_stack.active(), name, arguments)
 
 #: the keys warn_once has seen
 _warned: set[str] = set()
@@ -185,8 +215,13 @@ class Tracker:
         _trackers.add(self)
 
     def fast_path_names(self) -> tuple[str, ...] | None:
-        """The parameter names, if none is a secret, redacted or excluded (see fast_names)."""
+        """The parameter names, if none is a secret, redacted or excluded (see fast_names).
+
+        None too until the plugins are loaded, and while a plugin rewrites arguments.
+        """
         options = self.options
+        if not _events.plugins_loaded or _events.arguments_hook is not None:
+            return None
         if self._simple is None or any(
             name in options.redact or name in options.exclude or is_secret_name(name)
             for name in self._simple[0]
@@ -246,30 +281,31 @@ class Tracker:
         init: dict[str, Any] | None = None
         if instance is not None:
             owner = instance if isinstance(instance, type) else type(instance)
-            if not isinstance(instance, type):
-                recorded = getattr(instance, INIT_ATTR, None)
-                if isinstance(recorded, InitRecord):
-                    init = recorded.captured.encoded
-                    reasons.extend(f"__init__ {r}" for r in recorded.captured.reasons)
-                else:
-                    reasons.append(
-                        f"the instance of {owner.__qualname__} was not created by a "
-                        "@pcs.tracked class, so its __init__ arguments are unknown"
-                    )
         opts = self.options
+        component = self.component(owner)
+        name = opts.name or (
+            self.fn.__qualname__ if owner is None else f"{component.qualname}.{self.entry_point}"
+        )
+        arguments = recorded_arguments(name, arguments)
+        if instance is not None and not isinstance(instance, type):
+            recorded = getattr(instance, INIT_ATTR, None)
+            if isinstance(recorded, InitRecord):
+                init = recorded.captured.encoded
+                reasons.extend(f"__init__ {r}" for r in recorded.captured.reasons)
+            else:
+                reasons.append(
+                    f"the instance of {owner.__qualname__} was not created by a "
+                    "@pcs.tracked class, so its __init__ arguments are unknown"
+                )
         captured = capture(
             arguments, redact=opts.redact, exclude=opts.exclude, strict=opts.strict,
             parameters=self.signature.parameters,
         )
         if reasons:
             captured.reasons[:0] = reasons
-        component = self.component(owner)
         calls = {self.entry_point: captured.encoded}
         if init is not None:
             calls = {"__init__": init, **calls}
-        name = opts.name or (
-            self.fn.__qualname__ if owner is None else f"{component.qualname}.{self.entry_point}"
-        )
         return Prepared(component, calls, captured, _stack.active(), name, tags)
 
     def fast_arguments(self, args: tuple[Any, ...]) -> dict[str, Any] | None:

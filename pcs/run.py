@@ -10,6 +10,7 @@ the Run without the id: ``run.log_metric("loss", 0.1)``.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pcs import conventions
 from pcs._mlflow_rules import check_key_value, checked_params, checked_tags, metric_value
 from pcs._outcome import TERMINAL_STATUSES, error_text, status_for_exception
-from pcs._records import EndRun, LogError, LogMetrics, LogParams, SetTags, StartRun
+from pcs._records import EndRun, LogArtifact, LogError, LogMetrics, LogParams, SetTags, StartRun
 from pcs._remote_runs import PARENT_WAIT_ENV as PARENT_WAIT_ENV
 from pcs._remote_runs import parent_wait_seconds, wait_for_run
 from pcs._store import Backend, get_backend, lifecycle, now_ms
@@ -276,6 +277,11 @@ class Run:
     def log_text(self, text: str, artifact_file: str) -> None:
         """``MlflowClient.log_text`` for this run."""
         self._backend.call("log_text", self._run_id, text, artifact_file)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Store ``data`` as the artifact ``artifact_file``, written behind like tags and params."""
+        self._backend.submit(LogArtifact.wire(self._run_id, artifact_file,
+                                              base64.b64encode(data).decode()))
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """``MlflowClient.log_artifact`` for this run."""

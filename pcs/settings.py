@@ -43,6 +43,7 @@ __all__ = [
     "ALL",
     "AUTO_RECOVER",
     "DISABLED",
+    "DISABLE_PLUGINS",
     "EXIT_FLUSH_TIMEOUT",
     "FORK_WAIT_SECONDS",
     "HANDLE_SIGTERM",
@@ -168,6 +169,10 @@ def _prefixes(value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def _names(value: str) -> frozenset[str]:
+    return frozenset(_prefixes(value))
+
+
 # -- the settings ------------------------------------------------------------------------
 JOURNAL_DIR: Setting[str | None] = Setting(
     "PCS_JOURNAL_DIR", None, _text, accepts="a directory",
@@ -242,6 +247,13 @@ PARENT_WAIT_SECONDS: Setting[float] = Setting(
     doc="Seconds a run handle from another process waits for its run to reach the store "
         "(``0``: never wait).",
 )
+DISABLE_PLUGINS: Setting[frozenset[str]] = Setting(
+    "PCS_DISABLE_PLUGINS", frozenset(), _names, accepts="comma-separated plugin names, or ``all``",
+    shown_default="none",
+    doc="Plugins not to load or register: their names (an entry point's, or the one given to "
+        "``pcs.plugins.register``), or ``all``. Read when the plugins are loaded (at the first "
+        "run) and at each ``pcs.plugins.register``.",
+)
 REPLAY_ALLOWED_MODULES: Setting[tuple[str, ...]] = Setting(
     "PCS_REPLAY_ALLOWED_MODULES", (), _prefixes, accepts="comma-separated module prefixes",
     shown_default="none",
@@ -253,7 +265,7 @@ ALL: tuple[Setting[Any], ...] = (
     DISABLED, JOURNAL_DIR, JOURNAL, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS, STALL_SECONDS,
     READ_TIMEOUT, RUN_ID_TIMEOUT, FORK_WAIT_SECONDS, AUTO_RECOVER, HANDLE_SIGTERM,
     INSTRUMENT_POOLS, PARENT_RUN_ID, PARENT_TRACKING_URI, PARENT_EXPERIMENT_ID,
-    PARENT_WAIT_SECONDS, REPLAY_ALLOWED_MODULES,
+    PARENT_WAIT_SECONDS, REPLAY_ALLOWED_MODULES, DISABLE_PLUGINS,
 )
 
 

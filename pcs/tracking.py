@@ -27,7 +27,7 @@ from typing import Any, TypeVar, overload
 from pcs import _events, _pools, _redaction, _stack, settings
 from pcs._suppress import UntrackedRun, off
 from pcs._tracked_class import TRACKED_CLASS_ATTR, track_class
-from pcs._tracker import CallOutcome, Options, Tracker, warn_once
+from pcs._tracker import CallOutcome, Options, Tracker, ensure_plugins, warn_once
 from pcs._wrappers import wrap
 from pcs.component_run import RETURN_FORMATS
 from pcs.exceptions import UsageError
@@ -111,6 +111,8 @@ class RunBlock:
         name, experiment_id, tags, params = self._args
         if off():  # PCS_DISABLED=1 or inside pcs.untracked(): record nothing
             return UntrackedRun(name)  # type: ignore[return-value]
+        if not _events.plugins_loaded:
+            ensure_plugins()
         run = Run(
             experiment_id,
             name=name,

@@ -136,7 +136,7 @@ def test_fork_during_the_first_tracked_call(tmp_path: Path, tracking_uri: str) -
     with ThreadPoolExecutor(3) as programs:  # three programs at a time
         outcomes = list(programs.map(lambda _: _program(code, tmp_path, tracking_uri, "1.5"),
                                      range(20)))
-    failed = [stderr[-3000:] for status, stderr in outcomes if status != "0"]
+    failed = [(status, stderr[-3000:]) for status, stderr in outcomes if status != "0"]
     assert not failed, failed
     assert _count(tracking_uri) == {"first": 40}
 

@@ -33,18 +33,27 @@ _fork_held: list[Any] = []
 
 
 def _before_fork() -> None:
-    """Take pcs's locks around ``os.fork()`` (bounded): no delivery, import or backend
-    creation of another thread is half done in the child."""
-    deadline = time.monotonic() + settings.FORK_WAIT_SECONDS.get()
+    """Take pcs's locks around ``os.fork()`` (bounded): no delivery, import or store
+    opening of another thread is half done in the child. Imports and store openings
+    always end, so fork waits for them up to ``uri.IMPORT_FORK_WAIT``; a delivery (which
+    may wait on an unreachable server) up to ``PCS_FORK_WAIT_SECONDS``."""
+    wait = settings.FORK_WAIT_SECONDS.get()
     held = _fork_held
-    for lock in (uri.import_lock(), facade.registry_lock()):
+    # An import under way in another thread always ends, and a child forked in its middle
+    # is broken: wait for it longer than for the rest.
+    if uri.import_lock().acquire(timeout=max(wait, uri.IMPORT_FORK_WAIT)):
+        held.append(uri.import_lock())
+    deadline = time.monotonic() + wait
+    for lock in (facade.registry_lock(),):
         if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             held.append(lock)
     for backend in facade.all_backends():
         if backend.started_writer is not None:
             backend.started_writer.before_fork(max(0.0, deadline - time.monotonic()))
+        # Opening a store (MLflow's engines, schema checks) also always ends, and a child
+        # forked in its middle inherits MLflow's and SQLAlchemy's locks half taken.
         client_lock = backend.client_lock
-        if client_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        if client_lock.acquire(timeout=max(wait, uri.IMPORT_FORK_WAIT)):
             held.append(client_lock)
 
 

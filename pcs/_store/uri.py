@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 __all__ = [
+    "IMPORT_FORK_WAIT",
     "LOCAL_ID_PREFIX",
     "absolute_uri",
     "assigns_ids",
@@ -150,9 +151,15 @@ def probe_store(uri: str, timeout: float = 3.0) -> str | None:
     return None
 
 
-#: held while pcs imports MLflow (a second or so): fork() waits for it, because a child
-#: forked in the middle of another thread's import finds that import's locks taken forever
-_import_lock = threading.Lock()
+#: held while pcs imports MLflow or loads plugins (a second or so, much longer on a loaded
+#: machine): fork() waits for it, because a child forked in the middle of another thread's
+#: import finds half-executed modules and that import's locks taken forever. Reentrant: a
+#: plugin loaded under it may import MLflow.
+_import_lock = threading.RLock()
+
+#: how long fork() waits for an import under way (an import always ends; a child forked in
+#: the middle of one is broken, so this wait is longer than the other fork waits)
+IMPORT_FORK_WAIT = 120.0
 
 
 def import_mlflow() -> Any:
@@ -166,8 +173,9 @@ def import_mlflow() -> Any:
     return module
 
 
-def import_lock() -> threading.Lock:
-    """The lock held while pcs imports MLflow (the fork hooks take it around ``fork()``)."""
+def import_lock() -> threading.RLock:
+    """The lock held while pcs imports MLflow or loads plugins (the fork hooks take it
+    around ``fork()``)."""
     return _import_lock
 
 
@@ -175,4 +183,4 @@ def renew_import_lock() -> None:
     """In a forked child: a fresh import lock (the parent's may be held by a thread that is
     gone)."""
     global _import_lock
-    _import_lock = threading.Lock()
+    _import_lock = threading.RLock()

@@ -1,0 +1,227 @@
+"""pcs_environment: where and with what a top-level run ran, recorded on the run.
+
+A first-party pcs plugin, installed with pcs and registered through the
+``pcs`` entry-point group under the name ``environment`` (disable it with
+``PCS_DISABLE_PLUGINS=environment``). It implements one hook,
+``pcs_collect_environment``, so it records on **top-level runs only** (runs
+without a parent):
+
+* tags ``pcs.env.python.version``, ``pcs.env.python.implementation``,
+  ``pcs.env.platform``, ``pcs.env.hostname``, ``pcs.env.pid``,
+  ``pcs.env.argv`` (JSON; values that look like secrets are ``<redacted>``);
+* with a git work tree: ``pcs.env.git.commit``, ``pcs.env.git.branch``,
+  ``pcs.env.git.dirty`` (``true``/``false``; untracked files do not count)
+  and ``pcs.env.git.diff_sha256`` (the SHA-256 of ``git diff HEAD``);
+* the installed distributions: their SHA-256 as tag
+  ``pcs.env.distributions_sha256`` on every top-level run, and the listing
+  itself (``name==version`` per line, sorted) as artifact
+  ``pcs.environment/distributions.txt`` on the first top-level run of the
+  process in each store; later top-level runs name that run in the tag
+  ``pcs.env.distributions_run`` (so a loop of top-level calls does not store
+  the same listing on every call);
+* MLflow's own ``mlflow.source.name``, ``mlflow.source.type`` (``LOCAL``),
+  ``mlflow.source.git.commit`` and ``mlflow.source.git.branch``, so the
+  MLflow UI shows the run's source.
+
+Everything but the pid is computed once per process (the first top-level
+run pays it, a few milliseconds with git) and reused: a change to the work
+tree made while the process runs is not seen. Git is asked through the
+``git`` command, with a short timeout, and only inside a work tree; nothing
+here ever fails the run. It uses only pcs's public names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pcs import redaction
+from pcs.hookspecs import hookimpl
+
+__all__ = ["DISTRIBUTIONS_ARTIFACT", "GIT_TIMEOUT", "distributions", "environment",
+           "pcs_collect_environment"]
+
+#: the artifact listing the installed distributions
+DISTRIBUTIONS_ARTIFACT = "pcs.environment/distributions.txt"
+#: seconds each ``git`` command may take
+GIT_TIMEOUT = 2.0
+_log = logging.getLogger("pcs")
+#: MLflow's limit on a tag value
+_TAG_LIMIT = 8000
+
+_lock = threading.Lock()
+#: pid -> (tags, artifacts), computed once per process
+_cache: dict[int, tuple[dict[str, str], dict[str, bytes]]] = {}
+_distributions: tuple[bytes, str] | None = None
+#: (pid, store) -> the run that holds this process's distributions listing in that store
+_listed: dict[tuple[int, str], str] = {}
+
+
+def _renew_lock_in_child() -> None:
+    """A forked child gets a fresh lock (the parent's may be held by a thread that is gone)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_lock_in_child)
+
+
+@hookimpl
+def pcs_collect_environment(run: Any) -> dict[str, Any]:
+    """The hook: the environment's tags, and the distributions listing on the first
+    top-level run of this process in each store (later ones name that run in the tag
+    ``pcs.env.distributions_run``: a loop of top-level calls does not store the same
+    listing again and again)."""
+    tags, artifacts = environment()
+    key = (os.getpid(), str(run.tracking_uri))
+    with _lock:
+        holder = _listed.setdefault(key, str(run.identifier))
+    if holder != run.identifier and DISTRIBUTIONS_ARTIFACT in artifacts:
+        del artifacts[DISTRIBUTIONS_ARTIFACT]
+        tags["pcs.env.distributions_run"] = holder
+    return {"tags": tags, "artifacts": artifacts}
+
+
+def environment() -> tuple[dict[str, str], dict[str, bytes]]:
+    """``(tags, artifacts)`` describing this process (cached per process)."""
+    pid = os.getpid()
+    found = _cache.get(pid)
+    if found is None:
+        # Computed without holding a lock (git and the distributions take a while): a
+        # process forked meanwhile must not inherit a lock that no thread will release.
+        # Two threads may both compute it; the first result is kept. A forked child
+        # reuses its parent's result with its own pid.
+        inherited = next(iter(_cache.values()), None)
+        if inherited is not None:
+            tags = {**inherited[0], "pcs.env.pid": str(pid)}
+            found = _cache.setdefault(pid, (tags, inherited[1]))
+        else:
+            found = _cache.setdefault(pid, _collect(pid))
+    return dict(found[0]), dict(found[1])
+
+
+def distributions() -> tuple[bytes, str]:
+    """``(listing, sha256)`` of the installed distributions (computed once per process)."""
+    global _distributions
+    if _distributions is None:
+        names = set()
+        for dist in metadata.distributions():
+            name = dist.metadata["Name"] if dist.metadata else None
+            if name:
+                names.add(f"{name}=={dist.version}")
+        listing = "".join(f"{line}\n" for line in sorted(names, key=str.lower)).encode()
+        _distributions = (listing, hashlib.sha256(listing).hexdigest())
+    return _distributions
+
+
+def _collect(pid: int) -> tuple[dict[str, str], dict[str, bytes]]:
+    source = _source_name()
+    tags = {
+        "pcs.env.python.version": platform.python_version(),
+        "pcs.env.python.implementation": platform.python_implementation(),
+        "pcs.env.platform": platform.platform(),
+        "pcs.env.hostname": socket.gethostname(),
+        "pcs.env.pid": str(pid),
+        "pcs.env.argv": _argv_text(),
+        "mlflow.source.name": source[:_TAG_LIMIT],
+        "mlflow.source.type": "LOCAL",
+    }
+    tags.update(_git(Path(source).parent if os.path.isfile(source) else Path.cwd()))
+    artifacts: dict[str, bytes] = {}
+    try:
+        listing, digest = distributions()
+    except Exception:  # a broken installation: record what can be recorded
+        _log.debug("pcs_environment: cannot list the installed distributions", exc_info=True)
+    else:
+        tags["pcs.env.distributions_sha256"] = digest
+        artifacts[DISTRIBUTIONS_ARTIFACT] = listing
+    return tags, artifacts
+
+
+def _source_name() -> str:
+    main = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if main and main not in ("-c", "-m") and os.path.exists(main):
+        return os.path.abspath(main)
+    return main or sys.executable
+
+
+def _argv_text() -> str:
+    """``sys.argv`` as JSON, values that look like secrets redacted, within a tag's limit."""
+    out: list[str] = []
+    hide_next = False
+    for arg in sys.argv:
+        name, sep, _ = arg.lstrip("-").partition("=")
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+        elif redaction.secret_text(arg) is not None:
+            out.append("<redacted>")
+        elif arg.startswith("-") and redaction.is_secret_name(name.replace("-", "_")):
+            if sep:
+                out.append(f"{arg.partition('=')[0]}=<redacted>")
+            else:
+                out.append(arg)
+                hide_next = True
+        else:
+            out.append(arg)
+    text = json.dumps(out)
+    if len(text) > _TAG_LIMIT:
+        text = text[: _TAG_LIMIT - 20] + "... (truncated)"
+    return text
+
+
+def _run_git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode("utf-8", "replace")
+
+
+def _git(cwd: Path) -> dict[str, str]:
+    """The git tags of the work tree holding ``cwd``; none outside one or without git."""
+    inside = _run_git(cwd, "rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.strip() != "true":
+        return {}
+    tags: dict[str, str] = {}
+    commit = (_run_git(cwd, "rev-parse", "HEAD") or "").strip()
+    if commit:
+        tags["pcs.env.git.commit"] = tags["mlflow.source.git.commit"] = commit
+    branch = (_run_git(cwd, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    if branch and branch != "HEAD":  # "HEAD": a detached head has no branch
+        tags["pcs.env.git.branch"] = tags["mlflow.source.git.branch"] = branch[:_TAG_LIMIT]
+    status = _run_git(cwd, "status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        tags["pcs.env.git.dirty"] = "true" if status.strip() else "false"
+    if commit:
+        try:
+            diff = subprocess.run(
+                ["git", "diff", "HEAD", "--no-color", "--no-ext-diff"], cwd=cwd,
+                capture_output=True, timeout=GIT_TIMEOUT, check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return tags
+        if diff.returncode == 0:
+            tags["pcs.env.git.diff_sha256"] = hashlib.sha256(diff.stdout).hexdigest()
+    return tags
+
+
+# Collected as the plugin is loaded — pcs loads plugins under the lock that fork() waits
+# for — so that no thread is in the middle of the imports it needs (importlib.metadata
+# loads modules lazily) when the process forks: a forked child would wait forever for
+# their module locks. Calls then only copy the result.
+environment()
