@@ -27,7 +27,7 @@ from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import PcsError, UntrustedPickleError
 from pcs.registry import Registry
-from pcs.run import Run, child_of, end_run, handle, init_run, run_from_handle
+from pcs.run import Run, child_of, end_run, handle, init_run, register_open, run_from_handle
 from pcs.run_command import RunCommand
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ def start_call(
             records.append(LogArtifact.wire(run_id, path, base64.b64encode(blob).decode()))
     # published without a lock; journaled and acknowledged when the call ends
     (backend.started_writer or backend.writer).start(records, (key, component.fields))
-    backend.open_runs[run_id] = run
+    register_open(run)
     return run
 
 

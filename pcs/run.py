@@ -113,7 +113,7 @@ class Run:
         init_run(self, backend, run_id, experiment_id, name, parent_id)
         backend.submit(StartRun.wire(run_id, experiment_id, name, start, all_tags, str_params))
         self._interrupted_at_exit = False  # an explicit Run() left open ends FINISHED at exit
-        backend.open_runs[run_id] = self
+        register_open(self)
 
     # -- identity ---------------------------------------------------------
     @property
@@ -535,16 +535,21 @@ def end_with_exception(run: Run, exc: BaseException | None) -> None:
     end_run(run, status)
 
 
+def register_open(run: Run) -> None:
+    """Count ``run`` among the open runs ended at exit (started later, it ends at once)."""
+    run._backend.open_runs[run._run_id] = run
+    if lifecycle.exiting:
+        end_run(run, run.status_at_exit)
+
+
 def mark_interrupted_at_exit(run: Run) -> None:
     """A ``with`` block's run: open at exit, it ends KILLED (a ``Run()`` ends FINISHED)."""
     run._interrupted_at_exit = True
 
 
 def handle(run_id: str, tracking_uri: str | None = None) -> Run:
-    """A :class:`Run` handle on ``run_id`` in ``tracking_uri`` (default: the current store).
-
-    The store is not read until the handle is used.
-    """
+    """A :class:`Run` handle on ``run_id`` in ``tracking_uri`` (default: the current store),
+    the store not read until the handle is used."""
     return run_from_handle(Run, run_id, tracking_uri or get_backend().tracking_uri)
 
 
@@ -560,11 +565,8 @@ def run_from_handle(
 def _run_from_pickle(
     cls: type[Run], run_id: str, tracking_uri: str, experiment_id: str | None = None
 ) -> Run:
-    """A handle unpickled from another process (see :meth:`Run.__reduce__`).
-
-    Its run may not be in the store yet (its owner's writer delivers in the
-    background): reading it waits, bounded (:func:`parent_wait_seconds`).
-    """
+    """A handle unpickled from another process (see :meth:`Run.__reduce__`): its run may
+    not be in the store yet, so reading it waits, bounded (:func:`parent_wait_seconds`)."""
     run = run_from_handle(cls, run_id, tracking_uri, experiment_id)
     run._remote = True
     return run
@@ -590,8 +592,6 @@ def known_name(run: Run) -> str | None:
 
 
 def known_parent_id(run: Run) -> str | None:
-    """The id of the run's parent as this process recorded it (see :func:`child_of`).
-
-    None for a root run, or one not started here. ``Backend.mlflow_id`` resolves it.
-    """
+    """The id of the run's parent as this process recorded it (see :func:`child_of`); None
+    for a root run, or one not started here. ``Backend.mlflow_id`` resolves it."""
     return run._parent_id

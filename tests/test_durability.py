@@ -284,3 +284,31 @@ def test_no_run_left_running_at_exit(client: MlflowClient, tmp_path: Path) -> No
     assert client.get_run(plain_id).info.status == "FINISHED"
     (hung,) = _by_entry(client, "forever")
     assert hung.info.status == "KILLED"  # type: ignore[attr-defined]
+
+
+def test_a_run_a_daemon_thread_starts_during_exit_ends_killed(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    """The open runs are ended at exit; a daemon thread that starts a run after that
+    (here: from an exit handler that runs later) must not leave it RUNNING."""
+    done = _run_child(
+        """
+        import atexit, threading, time
+
+        @pcs.tracked
+        def late():
+            time.sleep(60)
+
+        def start_late():  # runs after pcs ended the open runs (exit handlers run LIFO)
+            threading.Thread(target=late, daemon=True).start()
+            time.sleep(0.5)
+
+        atexit.register(start_late)
+        with pcs.run("first"):  # the first run: pcs registers its exit handlers now
+            pass
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    (late,) = _by_entry(client, "late")
+    assert late.info.status == "KILLED"  # type: ignore[attr-defined]

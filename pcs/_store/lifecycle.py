@@ -103,6 +103,9 @@ if hasattr(os, "register_at_fork"):
 
 # -- exit, multiprocessing children, recovery: once the first writer starts ------------
 _lifecycle_done: set[str] = set()
+#: True once the process has ended its open runs at exit: a run a daemon thread starts
+#: later ends at once (see pcs.run.register_open), so none is left RUNNING
+exiting = False
 
 
 def _on_writer_started(journaled: bool) -> None:
@@ -124,6 +127,8 @@ def _end_open_runs_at_exit() -> None:
     import atexit
 
     def end_all() -> None:
+        global exiting
+        exiting = True  # runs started from now on (daemon threads) end at once
         for backend in facade.all_backends():
             for run in list(backend.open_runs.values()):
                 # A run still open at exit was interrupted (a daemon thread, an

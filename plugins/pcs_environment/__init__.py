@@ -13,15 +13,16 @@ without a parent):
   ``pcs.env.git.dirty`` (``true``/``false``; untracked files do not count)
   and ``pcs.env.git.diff_sha256`` (the SHA-256 of ``git diff HEAD``);
 * the installed distributions: their SHA-256 as tag
-  ``pcs.env.distributions_sha256`` on every top-level run, and the listing
-  itself (``name==version`` per line, sorted) as artifact
-  ``pcs.environment/distributions.txt`` on the first top-level run of the
-  process in each store; later top-level runs name that run in the tag
-  ``pcs.env.distributions_run`` (so a loop of top-level calls does not store
-  the same listing on every call);
+  ``pcs.env.distributions_sha256`` and the listing itself (``name==version``
+  per line, sorted) as artifact ``pcs.environment/distributions.txt``;
 * MLflow's own ``mlflow.source.name``, ``mlflow.source.type`` (``LOCAL``),
   ``mlflow.source.git.commit`` and ``mlflow.source.git.branch``, so the
   MLflow UI shows the run's source.
+
+The first top-level run of a process in each store gets all of it. Later
+top-level runs of that process get the ``mlflow.source.*`` tags, the pid, the
+git commit and the distributions digest, and ``pcs.env.run``: the id of the
+run holding the rest (so a loop of top-level calls stays cheap).
 
 Everything but the pid is computed once per process (the first top-level
 run pays it, a few milliseconds with git) and reused: a change to the work
@@ -63,7 +64,11 @@ _lock = threading.Lock()
 #: pid -> (tags, artifacts), computed once per process
 _cache: dict[int, tuple[dict[str, str], dict[str, bytes]]] = {}
 _distributions: tuple[bytes, str] | None = None
-#: (pid, store) -> the run that holds this process's distributions listing in that store
+#: the tags every top-level run gets; the first one of the process in a store gets all
+_BRIEF = frozenset({"mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit",
+                    "mlflow.source.git.branch", "pcs.env.pid", "pcs.env.git.commit",
+                    "pcs.env.distributions_sha256"})
+#: (pid, store) -> the run that holds this process's full environment in that store
 _listed: dict[tuple[int, str], str] = {}
 
 
@@ -86,10 +91,13 @@ def pcs_collect_environment(run: Any) -> dict[str, Any]:
     key = (os.getpid(), str(run.tracking_uri))
     with _lock:
         holder = _listed.setdefault(key, str(run.identifier))
-    if holder != run.identifier and DISTRIBUTIONS_ARTIFACT in artifacts:
-        del artifacts[DISTRIBUTIONS_ARTIFACT]
-        tags["pcs.env.distributions_run"] = holder
-    return {"tags": tags, "artifacts": artifacts}
+    if holder == run.identifier:
+        return {"tags": tags, "artifacts": artifacts}
+    # Later top-level runs of the process: what the MLflow UI shows, the digests, and
+    # the run that holds the rest (a loop of top-level calls stays cheap).
+    brief = {k: v for k, v in tags.items() if k in _BRIEF}
+    brief["pcs.env.run"] = holder
+    return {"tags": brief, "artifacts": {}}
 
 
 def environment() -> tuple[dict[str, str], dict[str, bytes]]:
