@@ -20,7 +20,7 @@ $(VENV)/.installed-dev: setup.cfg setup.py pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python examples/workflow.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check pcs plugins tests examples benchmarks docs
@@ -38,6 +38,11 @@ test: lint typecheck docs unit
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_overhead.py
+
+# What a program pays: sustained loops, a busy GIL, big arguments, 1/4 processes (--full: 16).
+.PHONY: bench-sustained
+bench-sustained: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_sustained.py
 
 clean:
 	rm -rf $(VENV) docs/_build build *.egg-info

@@ -81,7 +81,7 @@ def print_tree(root_id: str) -> None:
         tags, params = run.data.tags, run.data.params  # type: ignore[attr-defined]
         args = ", ".join(f"{k[4:]}={v}" for k, v in sorted(params.items()) if k.startswith("arg."))
         kind = "call" if tags.get("pcs.is_component_run") == "True" else "run "
-        name = tags.get("mlflow.runName")
+        name = tags.get("mlflow.runName", "").split("(", 1)[0]  # a call's name shows arguments
         status = run.info.status  # type: ignore[attr-defined]
         print(f"{'    ' * depth}{kind} {name}({args}) {status}")
         for child in sorted(children.get(run.info.run_id, []),  # type: ignore[attr-defined]

@@ -100,7 +100,7 @@ def show_store(uri: str) -> None:
     for r in runs:
         tags = r.data.tags
         parent = names.get(tags.get("mlflow.parentRunId", ""), "-")
-        notes = [f"{k}={tags[k][:8]}" for k in ("pcs.imported_from", "pcs.rerun_of",
+        notes = [f"{k}={tags[k][-8:]}" for k in ("pcs.imported_from", "pcs.rerun_of",
                                                  "pcs.reproduced") if k in tags]
         print(f"  {r.info.run_name:<18} parent={parent:<12} {r.info.status:<9} "
               f"{' '.join(notes)}")

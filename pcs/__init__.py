@@ -33,6 +33,7 @@ from pcs.exceptions import (
     UntrustedPickleError,
     UsageError,
 )
+from pcs.experiments import ExperimentConflictError, ExperimentNotFoundError
 from pcs.registry import InMemoryRegistry, Registry, YamlFileRegistry
 from pcs.run import Run
 from pcs.run_command import RunCommand
@@ -41,6 +42,7 @@ from pcs.tracking import active_run, flush, last_run, run, tracked
 
 if TYPE_CHECKING:
     from pcs.portable import export_runs, import_runs
+    from pcs.query import AmbiguousRunIdError, runs
     from pcs.recovery import recover
     from pcs.replay import compare
 
@@ -52,10 +54,12 @@ _LAZY = {
     "export_runs": "pcs.portable",
     "import_runs": "pcs.portable",
     "recover": "pcs.recovery",
+    "runs": "pcs.query",
+    "AmbiguousRunIdError": "pcs.query",
 }
 #: Public submodules, also loaded on first use (``pcs.canon.encode(...)`` after ``import pcs``).
 _SUBMODULES = frozenset({"canon", "conventions", "hookspecs", "plugins", "replay", "portable",
-                         "recovery", "settings"})
+                         "recovery", "settings", "query", "experiments"})
 
 
 def __getattr__(name: str) -> Any:
@@ -71,11 +75,14 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
+    "AmbiguousRunIdError",
     "ArgumentSet",
     "CodeDriftError",
     "Component",
     "ComponentRun",
     "EncodingError",
+    "ExperimentConflictError",
+    "ExperimentNotFoundError",
     "InMemoryRegistry",
     "PcsError",
     "Registry",
@@ -107,6 +114,7 @@ __all__ = [
     "recover",
     "redaction",
     "run",
+    "runs",
     "tracked",
     "uninstrument_threads",
     "untracked",

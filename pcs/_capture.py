@@ -18,7 +18,9 @@ Each bound argument is encoded once with the canonical typed encoding
   content-addressed artifacts and referenced by digest — never truncated.
 
 Alongside, each argument gets a short display text that is logged as the
-MLflow param ``arg.<name>`` when it fits MLflow's limits.
+MLflow param ``arg.<name>``: the value's display when it is at most
+:data:`pcs._param_text.PARAM_SUMMARY_LENGTH` characters, else a summary such as
+``<list of 3,000 floats, sha256 1a2b3c4d5e6f…>`` (see :mod:`pcs._param_text`).
 """
 
 from __future__ import annotations
@@ -31,20 +33,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon, _redaction
-from pcs.conventions import ARGUMENT_PARAM_PREFIX, MAX_PARAM_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH
+from pcs._param_text import PARAM_SUMMARY_LENGTH, param_text, recorded_text
+from pcs.conventions import ARGUMENT_PARAM_PREFIX, MAX_PARAM_KEY_LENGTH
 from pcs.secret import Secret
 
-__all__ = ["MAX_INLINE_BYTES", "SHORT_STR", "Captured", "capture", "is_secret_name", "param_key"]
+__all__ = [
+    "MAX_INLINE_BYTES",
+    "SHORT_STR",
+    "Captured",
+    "capture",
+    "is_secret_name",
+    "param_key",
+    "recorded_params",
+]
 
 _PARAM_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 @functools.lru_cache(maxsize=4096)
-def param_key(name: str) -> str:
-    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped."""
+def param_key(name: str, prefix: str = ARGUMENT_PARAM_PREFIX) -> str:
+    """``arg.<name>`` made acceptable to MLflow: unusual characters escaped, length capped.
+
+    ``prefix``: ``init.`` for the ``__init__`` arguments of a tracked class.
+    """
     safe = _PARAM_KEY_UNSAFE.sub(lambda m: f"_x{ord(m.group()):x}_", name)
     safe = safe.replace("..", "._x2e_")
-    key = f"{ARGUMENT_PARAM_PREFIX}{safe}"
+    key = f"{prefix}{safe}"
     if len(key) > MAX_PARAM_KEY_LENGTH:
         key = f"{key[:MAX_PARAM_KEY_LENGTH - 18]}~{_canon.digest(name)[:16]}"
     return key
@@ -113,10 +127,8 @@ def capture(
                 if _canon.is_deferrable(value):
                     encoded[name] = value  # encoded by the writer (see _canon.trees)
                 else:
-                    encoded[name] = _canon.encode(value)
-                    text = _text(value)
-                    if len(text) <= MAX_PARAM_VALUE_LENGTH:
-                        params[known] = text
+                    encoded[name] = tree = _canon.encode(value)
+                    params[known] = param_text(_text(value), tree)
                 continue
         reason = _redaction_reason(name, value, redact, exclude, parameters)
         if (
@@ -139,10 +151,8 @@ def capture(
             )
             continue
         if scalar:
-            encoded[name] = _canon.encode(value)
-            text = _text(value)
-            if len(text) <= MAX_PARAM_VALUE_LENGTH:
-                params[param_key(name)] = text
+            encoded[name] = tree = _canon.encode(value)
+            params[param_key(name)] = param_text(_text(value), tree)
             continue
         try:
             tree, hidden = _canon.encode_redacted(value, _POLICY, strict=strict, root=name)
@@ -165,16 +175,27 @@ def capture(
         if len(blob) > MAX_INLINE_BYTES:
             digest = _canon.artifact_digest(blob)
             out.blobs[digest] = blob
-            tree = _canon.artifact_ref_node(digest, len(blob))
             text = f"<artifact sha256:{digest} ({len(blob)} bytes)>"
+            tree = _canon.artifact_ref_node(digest, len(blob))
         elif hidden:
-            text = _redaction.tree_text(tree, MAX_PARAM_VALUE_LENGTH)
+            text = param_text(_redaction.tree_text(tree, PARAM_SUMMARY_LENGTH), tree, blob)
         else:
-            text = _display(value, problems)
+            text = param_text(_display(value, problems), tree, blob)
         out.encoded[name] = tree
-        if len(text) <= MAX_PARAM_VALUE_LENGTH:
-            out.params[param_key(name)] = text
+        out.params[param_key(name)] = text
     return out
+
+
+def recorded_params(arguments: Mapping[str, Any], prefix: str) -> dict[str, str]:
+    """The params ``<prefix><name>`` of arguments as records hold them (trees or deferred
+    scalars): how the writer logs the ``__init__`` arguments of a tracked class's
+    instance (``init.<name>``) on the runs of its tracked methods."""
+    params: dict[str, str] = {}
+    for name, value in arguments.items():
+        text = recorded_text(value)
+        if text is not None:
+            params[param_key(name, prefix)] = text
+    return params
 
 
 #: (argument name, redact, exclude) -> its param key, for names that are never redacted

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _canon
-from pcs._capture import param_key
+from pcs._block_yaml import mapping_lines
+from pcs._capture import param_key, recorded_params
+from pcs._param_text import recorded_text
 from pcs._records import (
     DefineComponent,
     EndRun,
@@ -42,6 +44,7 @@ from pcs.conventions import (
     COMPONENT_RUN_TAG,
     ENTRY_POINT_TAG,
     ERROR_TYPE_TAG,
+    INIT_PARAM_PREFIX,
     MAX_TAG_VALUE_LENGTH,
     NOT_REPRODUCIBLE_REASON_TAG,
     PARENT_RUN_ID_TAG,
@@ -125,9 +128,9 @@ class Materializer:
     def _define_component(self, batch: Batch, record: DefineComponent) -> None:
         fields = record.fields
         identifier, spec = component_spec(fields)
-        # Serialized once: every call's registry artifact embeds the same text.
-        components_json = _json({identifier: spec})
-        self._components[record.key] = (identifier, str(fields["qualname"]), components_json)
+        # Written once: every call's registry artifact embeds the same text.
+        components_text = "".join(mapping_lines({identifier: spec}, 1))
+        self._components[record.key] = (identifier, str(fields["qualname"]), components_text)
 
     def _start_run(self, batch: Batch, record: StartRun) -> None:
         self._new_run(batch, record.run_id, record.experiment_id, record.name, record.start_ms,
@@ -152,7 +155,7 @@ class Materializer:
 
     def _start_call(self, batch: Batch, record: StartCall) -> None:
         run_id, entry_point, name = record.run_id, record.entry_point, record.name
-        component_id, component_name, components_json = self._components[record.key]
+        component_id, component_name, components_text = self._components[record.key]
         # The hot path leaves plain scalars unencoded (see _canon.is_deferrable): the
         # call's own ones become trees and params "arg.<name>" here.
         calls, params = record.calls, record.params
@@ -161,7 +164,10 @@ class Materializer:
             params = dict(params)
             for arg, value in own.items():
                 if type(value) is not list:
-                    params[param_key(arg)] = str(value)
+                    params[param_key(arg)] = recorded_text(value) or ""
+        init = calls.get("__init__") if entry_point != "__init__" else None
+        if init:  # a method of a tracked class's instance: its __init__ arguments too
+            params = {**recorded_params(init, INIT_PARAM_PREFIX), **params}
         arguments = {component_name: {entry: _canon.trees(args) for entry, args in calls.items()}}
         argument_set_id, argument_set_fields = argument_set_spec(arguments)
         command_id, command_fields = run_command_spec(component_id, entry_point, argument_set_id)
@@ -181,14 +187,17 @@ class Materializer:
             tags.update(record.extra_tags)
         self._new_run(batch, run_id, record.experiment_id, name, record.start_ms, tags, params,
                       record.precreated)
-        # The registry document, {"argument_sets", "components", "pcs_registry",
-        # "run_commands", "runs"}, as JSON — which is YAML too (flow style) — built
-        # from parts: the C JSON encoder is ~50x faster than PyYAML's representer.
-        text = (
-            f'{{"argument_sets":{_json({argument_set_id: argument_set_fields})},'
-            f'"components":{components_json},"pcs_registry":1,'
-            f'"run_commands":{_json({command_id: command_fields})},"runs":{{}}}}'
-        )
+        # The registry document, {"pcs_registry", "run_commands", "components",
+        # "argument_sets", "runs"}, as block YAML built from parts (see pcs._block_yaml).
+        text = "".join((
+            "pcs_registry: 1\nrun_commands:\n",
+            *mapping_lines({command_id: command_fields}, 1),
+            "components:\n",
+            components_text,
+            "argument_sets:\n",
+            *mapping_lines({argument_set_id: argument_set_fields}, 1),
+            "runs: {}\n",
+        ))
         batch.artifacts.append((run_id, REGISTRY_ARTIFACT, text.encode()))
 
     def _set_tags(self, batch: Batch, record: SetTags) -> None:
@@ -261,7 +270,6 @@ def return_value_bytes(tree: Any, fmt: str) -> bytes:
     return json.dumps(envelope, ensure_ascii=False).encode()
 
 
-_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 

@@ -15,6 +15,14 @@ not visible. So the submission methods — which run on the submitting thread
 it makes the run the parent for the duration of the task. Without an active
 run the callable is submitted unchanged.
 
+Lineage crosses the pool too (see :mod:`pcs.lineage`): identity is lost
+when a value is pickled, so a value some tracked call produced travels as a
+:class:`Carried` — its pickle unpickles, on the other side, as the bare value,
+remembered there as produced by the same run. Arguments are carried into
+the workers this way (``submit``, ``apply``, ``map``, ``starmap``, ``imap``),
+and a task's return value back to the submitting process. Nothing else
+changes: the function receives and the submitter gets the plain values.
+
 The patches are applied when ``multiprocessing.pool`` and
 ``concurrent.futures.process`` are first imported (``import pcs`` does not
 import them). ``PCS_INSTRUMENT_POOLS=0`` in the environment turns this off;
@@ -24,17 +32,18 @@ import them). ``PCS_INSTRUMENT_POOLS=0`` in the environment turns this off;
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pcs import _stack, settings
+from pcs import _lineage, _stack, settings
 
 if TYPE_CHECKING:
     from pcs.run import Run
 
-__all__ = ["INSTRUMENT_ENV", "InParent", "install", "installed", "uninstall"]
+__all__ = ["INSTRUMENT_ENV", "Carried", "InParent", "install", "installed", "uninstall"]
 
 #: ``0`` turns the instrumentation of process pools off (read once, by :func:`install`).
 INSTRUMENT_ENV = settings.INSTRUMENT_POOLS.name
@@ -46,24 +55,64 @@ _hooks_registered = False
 _enabled = False
 
 
+class Carried:
+    """A value on its way through a pickle, with the runs that produced it (and its elements).
+
+    Only ever pickled: it unpickles as the bare value (:func:`_restore`).
+    """
+
+    __slots__ = ("found", "value")
+
+    def __init__(self, value: Any, found: tuple[tuple[str, str], ...]) -> None:
+        self.value = value
+        self.found = found
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, tuple[tuple[str, str], ...]]]:
+        return (_restore, (self.value, self.found))
+
+
+def _restore(value: Any, found: tuple[tuple[str, str], ...]) -> Any:
+    """Unpickling a :class:`Carried`: the value itself, remembered as produced where it was."""
+    _lineage.adopt(value, found)
+    return value
+
+
+def _carried(value: Any) -> Any:
+    """``value``, as a :class:`Carried` if a tracked call produced it or one of its elements."""
+    found = _lineage.provenance(value)
+    return Carried(value, found) if found else value
+
+
+def _carried_items(items: Any, starred: bool) -> Any:
+    """The items of a ``map`` (argument tuples for ``starmap``), carried lazily."""
+    if starred:
+        return (tuple(map(_carried, item)) for item in items)
+    return map(_carried, items)
+
+
 class InParent:
     """A pool task that runs nested under the run that was active where it was submitted."""
 
-    __slots__ = ("fn", "parent")
+    __slots__ = ("fn", "parent", "pid")
 
-    def __init__(self, fn: Callable[..., Any], parent: Run) -> None:
+    def __init__(self, fn: Callable[..., Any], parent: Run, pid: int | None = None) -> None:
         self.fn = fn
         self.parent = parent
+        #: the submitting process: a result going back there carries its lineage
+        self.pid = os.getpid() if pid is None else pid
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         token = _stack.push(self.parent)
         try:
-            return self.fn(*args, **kwargs)
+            result = self.fn(*args, **kwargs)
         finally:
             _stack.pop(token)
+        if self.pid != os.getpid():  # in a worker: the result is pickled back
+            return _carried(result)
+        return result
 
-    def __reduce__(self) -> tuple[type[InParent], tuple[Callable[..., Any], Run]]:
-        return (InParent, (self.fn, self.parent))
+    def __reduce__(self) -> tuple[type[InParent], tuple[Callable[..., Any], Run, int]]:
+        return (InParent, (self.fn, self.parent, self.pid))
 
     def __repr__(self) -> str:
         return f"InParent({self.fn!r}, parent={self.parent!r})"
@@ -136,17 +185,40 @@ def _patch_pool(module: ModuleType) -> None:
     with _lock:
         if not _enabled:
             return
-        pool = module.Pool
+        pool, threads, starred = module.Pool, module.ThreadPool, module.starmapstar
 
-        def first(original: Any) -> Any:
-            # apply_async(func, ...), _map_async(func, ...), imap(func, ...), imap_unordered
-            def method(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-                return original(self, carry(func), *args, **kwargs)
+        def apply_async(original: Any) -> Any:
+            def method(self: Any, func: Any, args: Any = (), kwds: Any = None,
+                       *rest: Any, **kwargs: Any) -> Any:
+                kwds = {} if kwds is None else kwds
+                if not isinstance(self, threads):  # a thread pool pickles nothing
+                    args = tuple(map(_carried, args))
+                    kwds = {key: _carried(value) for key, value in kwds.items()}
+                return original(self, carry(func), args, kwds, *rest, **kwargs)
 
             return method
 
-        for name in ("apply_async", "_map_async", "imap", "imap_unordered"):
-            _patch(pool, name, first)
+        def map_async(original: Any) -> Any:
+            def method(self: Any, func: Any, iterable: Any, mapper: Any, *rest: Any,
+                       **kwargs: Any) -> Any:
+                if not isinstance(self, threads) and _lineage.following():
+                    iterable = list(_carried_items(iterable, mapper is starred))
+                return original(self, carry(func), iterable, mapper, *rest, **kwargs)
+
+            return method
+
+        def imap(original: Any) -> Any:
+            def method(self: Any, func: Any, iterable: Any, *rest: Any, **kwargs: Any) -> Any:
+                if not isinstance(self, threads) and _lineage.following():
+                    iterable = _carried_items(iterable, False)
+                return original(self, carry(func), iterable, *rest, **kwargs)
+
+            return method
+
+        _patch(pool, "apply_async", apply_async)
+        _patch(pool, "_map_async", map_async)
+        _patch(pool, "imap", imap)
+        _patch(pool, "imap_unordered", imap)
 
 
 def _patch_executor(module: ModuleType) -> None:
@@ -156,6 +228,8 @@ def _patch_executor(module: ModuleType) -> None:
 
         def submit(original: Any) -> Any:
             def method(self: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                args = tuple(map(_carried, args))
+                kwargs = {key: _carried(value) for key, value in kwargs.items()}
                 return original(self, carry(fn), *args, **kwargs)
 
             return method

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from types import MethodType
 from typing import Any
 
-from pcs import _events, _redaction, _stack
-from pcs._canon import DEFERRABLE_INT
+from pcs import _events, _lineage, _redaction, _stack
+from pcs._canon import DEFERRABLE_INT, EXTENSIONS
 from pcs._capture import SHORT_STR, Captured, capture, is_secret_name
 from pcs._generators import drive_async_generator, drive_generator
+from pcs._naming import run_name
 from pcs._store import get_backend
 from pcs._store.uri import import_lock
 from pcs._suppress import suppressed
 from pcs.component import Component
-from pcs.component_run import ComponentRun, finish_call, start_call
+from pcs.component_run import ComponentRun, finish_call, recorded_id, start_call
+from pcs.conventions import MAX_TAG_VALUE_LENGTH
 from pcs.run import Run, end_with_exception, status_for_exception
 
 __all__ = [
@@ -87,6 +89,27 @@ def ensure_plugins() -> None:
             from pcs.plugins import load
 
             load()
+
+
+#: returned values lineage never follows (no identity of their own): one set lookup
+_NO_LINEAGE = _lineage.NO_IDENTITY
+
+
+def _with_lineage(
+    tags: dict[str, str] | None, instance: Any, arguments: dict[str, Any]
+) -> dict[str, str] | None:
+    """``tags`` plus the lineage tags of a call receiving values tracked calls returned."""
+    if instance is not None and not isinstance(instance, type):
+        inputs = _lineage.inputs_of({"self": instance, **arguments})
+    else:
+        inputs = _lineage.inputs_of(arguments)
+    if not inputs:
+        return tags
+    return {**(tags or {}), **_lineage.tags_for(inputs, MAX_TAG_VALUE_LENGTH)}
+
+
+# A value of a type pcs does not know loads the plugins first: one of them may encode it.
+EXTENSIONS.set_loader(ensure_plugins)
 
 
 def recorded_arguments(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -283,9 +306,11 @@ class Tracker:
             owner = instance if isinstance(instance, type) else type(instance)
         opts = self.options
         component = self.component(owner)
-        name = opts.name or (
-            self.fn.__qualname__ if owner is None else f"{component.qualname}.{self.entry_point}"
+        name = opts.name or run_name(
+            self.fn.__qualname__ if owner is None else f"{component.qualname}.{self.entry_point}",
+            arguments, self.signature.parameters, opts.redact, opts.exclude,
         )
+        tags = _with_lineage(tags, instance, arguments)
         arguments = recorded_arguments(name, arguments)
         if instance is not None and not isinstance(instance, type):
             recorded = getattr(instance, INIT_ATTR, None)
@@ -343,8 +368,11 @@ class Tracker:
 
     def start_fast(self, arguments: dict[str, Any]) -> ComponentRun | None:
         """:meth:`start` for arguments from :meth:`fast_arguments` (a function, no owner)."""
+        opts = self.options
+        name = opts.name or run_name(self.function_name, arguments, self.signature.parameters,
+                                     opts.redact, opts.exclude)
         return self._start_run(self._components.get(None), {self.entry_point: arguments}, [],
-                               {}, {}, _stack.active(), self.function_name, None)
+                               {}, {}, _stack.active(), name, None)
 
     def start(self, prepared: Prepared) -> ComponentRun | None:
         """Create the call's run; None (and a warning, once) when it cannot be recorded."""
@@ -395,6 +423,8 @@ class Tracker:
     def finish_returned(self, run: ComponentRun, value: Any) -> None:
         """:meth:`finish` for a call that returned ``value`` (the hot path); never raises."""
         try:
+            if type(value) not in _NO_LINEAGE:
+                _lineage.produced(value, recorded_id(run))
             finish_call(run, value, self.log_format)
         except Exception as err:
             self._warn_finish(run, err)
@@ -425,6 +455,8 @@ class Tracker:
         status = status_for_exception(exc)
         try:
             if exc is None:
+                if has_value and type(value) not in _NO_LINEAGE:
+                    _lineage.produced(value, recorded_id(run))
                 finish_call(run, value, self.log_format if has_value else None)
             else:
                 end_with_exception(run, exc)

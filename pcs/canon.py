@@ -27,11 +27,29 @@ become placeholder nodes, which decode to :class:`Placeholder`;
 A malformed or non-canonical tree makes :func:`decode` and :func:`validate`
 raise :class:`pcs.SpecError`.
 
-**Encoders for more types** are registered here by plugins (issue: plugin
-hooks). Until that hook exists, the set of encodable types is the fixed one
-listed in :doc:`/encoding`: pcs offers no way to add one, because a type needs
-an encoder *and* a decoder under a documented tag for its trees to round-trip
-and validate.
+**Encoders for more types** come from plugins: a plugin's
+``pcs_register_encoders(registry)`` hook (or your own code, through
+:data:`extensions`) registers a type under a name and a version with an
+encoder and a decoder; values of that type become *extension nodes*
+``["x", name, version, payload]`` whose payload is an ordinary tree. A tree
+read where no plugin registers the name decodes to :class:`UnknownExtension`,
+which encodes back to the same node. See :doc:`/plugins` (writing an
+encoder) and :doc:`/encoding` (the node).
+
+.. code-block:: python
+
+    import fractions
+    from pcs import canon
+
+    canon.extensions.register(
+        fractions.Fraction, name="fractions.Fraction", version=1,
+        encode=lambda f: (f.numerator, f.denominator),
+        decode=lambda payload, version: fractions.Fraction(*payload),
+    )
+    tree = canon.encode(fractions.Fraction(1, 3))
+    assert tree == ["x", "fractions.Fraction", 1, ["t", [["i", "1"], ["i", "3"]]]]
+    assert canon.decode(tree) == fractions.Fraction(1, 3)
+    canon.extensions.unregister("fractions.Fraction")
 
 This module only re-exports the stable part of pcs's internal implementation
 (``pcs._canon``); the objects are the same, so trees, digests and marker
@@ -44,28 +62,40 @@ from typing import Final, TypeAlias
 
 from pcs import _canon
 from pcs._canon import (
+    EXTENSIONS,
     ArtifactRef,
+    ExtensionRegistry,
     Placeholder,
     Redacted,
+    RegistryView,
+    UnknownExtension,
     canonical_bytes,
+    class_path,
     decode,
     digest,
     encode,
     find_placeholders,
+    resolve_class,
     validate,
 )
 
 __all__ = [
     "FORMAT",
     "ArtifactRef",
+    "ExtensionRegistry",
     "Placeholder",
     "Redacted",
+    "RegistryView",
     "Tree",
+    "UnknownExtension",
     "canonical_bytes",
+    "class_path",
     "decode",
     "digest",
     "encode",
+    "extensions",
     "find_placeholders",
+    "resolve_class",
     "validate",
 ]
 
@@ -78,3 +108,11 @@ It is written into every spec that holds trees and into the prefix that
 
 Tree: TypeAlias = _canon.Tree
 """A node of the typed tree, ``[tag, payload...]``, made of JSON data (``list[Any]``)."""
+
+extensions: Final[ExtensionRegistry] = EXTENSIONS
+"""The process's encoding extensions (see :class:`ExtensionRegistry`).
+
+Plugins' ``pcs_register_encoders`` hooks fill it when the plugins load (the
+first run, or the first value of a type pcs does not know);
+``extensions.names()`` lists what is registered.
+"""

@@ -26,12 +26,14 @@ from pcs._store import Backend, get_backend
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.exceptions import PcsError, UntrustedPickleError
+from pcs.experiments import default_experiment
 from pcs.registry import Registry
 from pcs.run import Run, child_of, end_run, handle, init_run, register_open, run_from_handle
 from pcs.run_command import RunCommand
 
 if TYPE_CHECKING:
     from pcs._comparison import RunComparison
+    from pcs._lineage import Edge
 
 __all__ = ["RETURN_FORMATS", "ComponentRun"]
 
@@ -264,6 +266,7 @@ class ComponentRun(Run):
         overrides: Mapping[str, Any] | None = None,
         allowed_modules: Iterable[str] | None = None,
         reraise: bool = True,
+        trust_pickles: bool = False,
     ) -> ComponentRun:
         """Call the recorded callable again with the recorded arguments; return the new run.
 
@@ -275,12 +278,26 @@ class ComponentRun(Run):
         ``@pcs.tracked``, and code that changed since this run was recorded
         (:class:`~pcs.CodeDriftError` with a diff, unless
         ``allow_code_drift=True``). Redacted or unencodable arguments must be
-        supplied by name in ``overrides``. An exception of the replayed call
+        supplied by name in ``overrides`` — unless lineage names the call that
+        produced the value and its logged return value holds it: then the replay
+        takes it from there (a pickled one only with ``trust_pickles=True``;
+        see :mod:`pcs.lineage`). An exception of the replayed call
         propagates unchanged unless ``reraise=False``, which returns the
         FAILED run instead.
         """
         return REPLAY.get().rerun(self, allow_code_drift, overrides=overrides,
-                                  allowed_modules=allowed_modules, reraise=reraise)
+                                  allowed_modules=allowed_modules, reraise=reraise,
+                                  trust_pickles=trust_pickles)
+
+    def inputs(self) -> list[Edge]:
+        """The values this call received that other tracked calls returned:
+        ``(argument path, producing run)`` pairs (see :mod:`pcs.lineage`)."""
+        return LINEAGE.get().inputs(self)
+
+    def consumers(self) -> list[Edge]:
+        """The tracked calls that received a value this call returned:
+        ``(argument path, consuming run)`` pairs (see :mod:`pcs.lineage`)."""
+        return LINEAGE.get().consumers(self)
 
     def compare(self, other: Run) -> RunComparison:
         """What differs between this run and ``other``: arguments, code, status, return value."""
@@ -337,8 +354,8 @@ def start_call(
         parent_id, experiment_id = child_of(parent, experiment_id)
     else:
         parent_id = None
-        if experiment_id is None:
-            experiment_id = cls.DEFAULT_EXPERIMENT_ID
+        if experiment_id is None:  # a top-level call: PCS_EXPERIMENT's, else the default
+            experiment_id = default_experiment(backend) or cls.DEFAULT_EXPERIMENT_ID
     start = time.time_ns() // 1_000_000
     run_id = backend.new_run_id(experiment_id)
     run = cls.__new__(cls)
@@ -375,6 +392,12 @@ def finish_call(run: ComponentRun, value: Any = None, fmt: str | None = None) ->
     end_run(run, "FINISHED", returned)
 
 
+def recorded_id(run: Run) -> str:
+    """The id this process recorded ``run`` under, at once (a local id on a server store,
+    where :attr:`Run.identifier` may wait for the writer to learn MLflow's)."""
+    return run._run_id
+
+
 def known_run_command(run: ComponentRun) -> RunCommand | None:
     """The run's RunCommand if this process knows it without reading the store, else None."""
     if run._run_command is None and run._pending is None:
@@ -402,6 +425,7 @@ if TYPE_CHECKING:  # Protocols for the type checker: nothing to build at import
             overrides: Mapping[str, Any] | None = None,
             allowed_modules: Iterable[str] | None = None,
             reraise: bool = True,
+            trust_pickles: bool = False,
         ) -> ComponentRun: ...
 
         def compare(self, left: Run, right: Run) -> RunComparison: ...
@@ -423,7 +447,17 @@ if TYPE_CHECKING:  # Protocols for the type checker: nothing to build at import
         ) -> Registry: ...
 
 
+    class LineageOperations(Protocol):
+        """:meth:`ComponentRun.inputs` and ``consumers``, read by :mod:`pcs.lineage`."""
+
+        def inputs(self, run: ComponentRun) -> list[Edge]: ...
+
+        def consumers(self, run: ComponentRun) -> list[Edge]: ...
+
+
 #: provided by pcs.replay when it is imported (imported by name on first use)
 REPLAY: _upper.Slot[ReplayOperations] = _upper.Slot("pcs.replay")
 #: provided by pcs.portable when it is imported (imported by name on first use)
 PORTABILITY: _upper.Slot[PortableOperations] = _upper.Slot("pcs.portable")
+#: provided by pcs.lineage when it is imported (imported by name on first use)
+LINEAGE: _upper.Slot[LineageOperations] = _upper.Slot("pcs.lineage")

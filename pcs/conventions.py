@@ -27,11 +27,17 @@ __all__ = [
     "CODE_DRIFT_TAG",
     "COMPONENT_RUN_TAG",
     "ENTRY_POINT_TAG",
+    "ENVIRONMENT_DRIFT_ARTIFACT",
+    "ENVIRONMENT_DRIFT_TAG",
     "ERROR_TYPE_TAG",
     "IMPORTED_FROM_TAG",
     "IMPORTED_PARENT_TAG",
     "IMPORTED_STATUS_TAG",
     "IMPORTING_FROM_TAG",
+    "INIT_PARAM_PREFIX",
+    "INPUTS_FROM_TAG",
+    "INPUTS_TAG",
+    "LINEAGE_SVG_ARTIFACT",
     "LOCAL_RUN_ID_TAG",
     "MAX_PARAM_KEY_LENGTH",
     "MAX_PARAM_VALUE_LENGTH",
@@ -41,6 +47,7 @@ __all__ = [
     "OVERRIDES_TAG",
     "PARENT_RUN_ID_TAG",
     "REAPED_TAG",
+    "REBUILT_INPUTS_TAG",
     "REGISTRY_ARTIFACT",
     "REPRODUCED_TAG",
     "REPRODUCIBLE_TAG",
@@ -58,7 +65,8 @@ __all__ = [
 PARENT_RUN_ID_TAG: Final = "mlflow.parentRunId"
 """The enclosing run's id: how the MLflow UI draws nesting."""
 RUN_NAME_TAG: Final = "mlflow.runName"
-"""The run's name (a tracked call: the callable's qualified name)."""
+"""The run's name (a tracked call: its qualified name plus up to two telling arguments,
+``train(lr=0.1)``; see :mod:`pcs._naming`)."""
 USER_TAG: Final = "mlflow.user"
 """The user who ran the program."""
 
@@ -89,6 +97,8 @@ RETURN_VALUE_ERROR_TAG: Final = "pcs.return_value.error"
 """The return value could not be stored: why (the call itself succeeded)."""
 ARGUMENT_PARAM_PREFIX: Final = "arg."
 """Params ``arg.<name>``: captured arguments small enough for MLflow's param limits."""
+INIT_PARAM_PREFIX: Final = "init."
+"""Params ``init.<name>`` on the runs of a tracked class's methods: its ``__init__`` arguments."""
 REGISTRY_ARTIFACT: Final = "pcs.run_command_registry.yaml"
 """The call's RunCommand, Component and ArgumentSet specs (a pcs Registry file)."""
 RETURN_VALUE_ARTIFACT: Final = "pcs.return_value"
@@ -107,6 +117,25 @@ CODE_DRIFT_ARTIFACT: Final = "pcs.code_drift.diff"
 """Such a run: what changed (a unified diff of the source)."""
 OVERRIDES_TAG: Final = "pcs.rerun_overrides"
 """A replayed run: the names of the arguments supplied with ``overrides``."""
+REBUILT_INPUTS_TAG: Final = "pcs.rerun_inputs_from"
+"""A replayed run: the arguments taken from their producers' logged return values
+(lineage), as JSON ``{argument: producing run id}``."""
+ENVIRONMENT_DRIFT_TAG: Final = "pcs.environment_drift"
+"""A replayed run whose environment differs from the original's, as plugins see it
+(``pcs_environment_drift``; the environment plugin compares the installed packages)."""
+ENVIRONMENT_DRIFT_ARTIFACT: Final = "pcs.environment_drift.txt"
+"""Such a run: the differences, one per line."""
+
+# -- lineage ---------------------------------------------------------------------------------
+INPUTS_FROM_TAG: Final = "pcs.inputs_from"
+"""A tracked call that received a value another tracked call returned: the producing runs'
+ids, sorted and comma-separated (see :mod:`pcs.lineage`)."""
+INPUTS_TAG: Final = "pcs.inputs"
+"""Such a call: JSON ``{argument path: producing run id}`` (``model``, ``data[0]``...)."""
+LINEAGE_SVG_ARTIFACT: Final = "pcs.lineage.svg"
+"""A top-level run inside whose tree tracked calls passed values to each other: the picture
+of those edges (producer → consumer, labelled with the argument), drawn with Graphviz by the
+``lineage_svg`` plugin."""
 
 # -- export / import -----------------------------------------------------------------------
 IMPORTED_FROM_TAG: Final = "pcs.imported_from"

@@ -23,12 +23,13 @@ inside the tracked call's own overhead: keep them quick.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from pcs.canon import RegistryView
     from pcs.run import Run
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "hookspec",
     "pcs_arguments_captured",
     "pcs_collect_environment",
+    "pcs_environment_drift",
     "pcs_register_encoders",
     "pcs_run_ended",
     "pcs_run_started",
@@ -126,13 +128,30 @@ def pcs_collect_environment(run: Run) -> Mapping[str, Any] | None:
 
 
 @hookspec
-def pcs_register_encoders(registry: Any) -> None:
-    """Register encoders and decoders for your own types (called once per process).
+def pcs_environment_drift(run: Run) -> Sequence[str] | None:
+    """How this process's environment differs from the one ``run`` was recorded in.
 
-    Called once, when the plugins are loaded, with a registry object whose
-    ``register(type, encoder, decoder)`` records a type → (encoder, decoder)
-    pair. **The encoding extension itself is future work**: pcs 0.1 keeps the
-    pairs (``registry.pairs``) but its canonical encoding does not use them
-    yet — values of unknown types still become placeholders. The hook exists
-    so that plugins can be written against its final signature.
+    Called by replay (``rerun``, ``pcs rerun``) before a recorded run is
+    called again, with the original run. Return None or an empty sequence
+    when nothing you know about differs, else one line per difference
+    (``"numpy 1.26.4 recorded, 2.1.0 now"``). Replay never refuses on these:
+    it logs them, tags the new run ``pcs.environment_drift=True`` and stores
+    every plugin's lines as its artifact ``pcs.environment_drift.txt``.
+    """
+
+
+@hookspec
+def pcs_register_encoders(registry: RegistryView) -> None:
+    """Register how values of your types are encoded (called once per process and plugin).
+
+    Called when the plugin is loaded, with a :class:`pcs.canon.RegistryView`
+    whose ``register(kind, *, name, version, encode, decode, subclasses=False)``
+    adds a type to pcs's canonical encoding: ``kind`` is a class, a
+    ``"module.QualName"`` (matched by name, so the library need not be imported)
+    or a test ``f(cls) -> bool``; ``encode(value)`` returns plain data pcs
+    encodes (the *payload*) and ``decode(payload, version)`` rebuilds the
+    value. Values of the type are then recorded as ``["x", name, version,
+    payload]`` (see :mod:`pcs.canon` and :doc:`/plugins`). Encoders are
+    looked up by type once and cached, so the hot path pays one dict lookup;
+    a plugin that raises here registers nothing.
     """

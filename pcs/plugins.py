@@ -30,12 +30,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
 from pcs import _events, hookspecs, settings
+from pcs._canon import EXTENSIONS, RegistryView
 from pcs.exceptions import UsageError
 from pcs.hookspecs import hookimpl
 from pcs.run import known_parent_id
@@ -48,6 +49,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "EncoderRegistry",
     "PluginInfo",
+    "environment_drift",
     "hookimpl",
     "list_plugins",
     "load",
@@ -80,8 +82,8 @@ _manager: pluggy.PluginManager | None = None
 _sources: dict[str, str] = {}
 #: (plugin name, hook name) pairs whose failure was logged already
 _failed: set[tuple[str, str]] = set()
-#: ids of the plugins already given the encoder registry
-_encoders_given: set[int] = set()
+#: names of the plugins already given the encoder registry
+_encoders_given: set[str] = set()
 _subscribed = False
 #: hook name -> its implementations in call order, as of the last _publish
 _impls: dict[str, tuple[Any, ...]] = {}
@@ -98,31 +100,11 @@ class PluginInfo(NamedTuple):
     distribution: str | None
 
 
-class EncoderRegistry:
-    """What ``pcs_register_encoders`` receives: type → (encoder, decoder) pairs.
-
-    Future work: the canonical encoding does not use these pairs yet (see
-    :func:`pcs.hookspecs.pcs_register_encoders`).
-    """
-
-    def __init__(self) -> None:
-        #: type -> (encoder, decoder), as registered
-        self.pairs: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
-
-    def register(
-        self, kind: type, encoder: Callable[[Any], Any], decoder: Callable[[Any], Any]
-    ) -> None:
-        """Record the encoder and decoder of values of type ``kind``."""
-        if not isinstance(kind, type) or not callable(encoder) or not callable(decoder):
-            raise UsageError(
-                f"EncoderRegistry.register({kind!r}, {encoder!r}, {decoder!r}): pass a type "
-                "and two callables (the encoder and the decoder)."
-            )
-        self.pairs[kind] = (encoder, decoder)
-
-
-#: the one registry given to every plugin's pcs_register_encoders
-encoders = EncoderRegistry()
+#: the registry plugins' pcs_register_encoders hooks fill (pcs.canon.extensions); each
+#: plugin receives a view of it that records the plugin as the owner of what it registers
+encoders = EXTENSIONS
+#: the type of what pcs_register_encoders receives
+EncoderRegistry = RegistryView
 
 
 def manager() -> pluggy.PluginManager:
@@ -230,11 +212,11 @@ def unregister(plugin: object) -> None:
     """
     with _lock:
         pm = _get_manager()
-        if isinstance(plugin, str):
-            if pm.get_plugin(plugin) is not None:
-                pm.unregister(name=plugin)
-        elif pm.is_registered(plugin):
-            pm.unregister(plugin)
+        name = plugin if isinstance(plugin, str) else pm.get_name(plugin)
+        if name is not None and pm.get_plugin(name) is not None:
+            pm.unregister(name=name)
+            EXTENSIONS.unregister_owner(name)
+            _encoders_given.discard(name)
         _publish(pm)
 
 
@@ -254,7 +236,7 @@ def _publish(pm: pluggy.PluginManager) -> None:
     global _subscribed, _impls
     hook = pm.hook
     _impls = {name: tuple(reversed(getattr(hook, name).get_hookimpls()))
-              for name in (*_RUN_HOOKS, "pcs_arguments_captured")}
+              for name in (*_RUN_HOOKS, "pcs_arguments_captured", "pcs_environment_drift")}
     needs_events = any(_impls[name] for name in _RUN_HOOKS)
     if needs_events and not _subscribed:
         _events.subscribe(_observe)
@@ -269,10 +251,14 @@ def _publish(pm: pluggy.PluginManager) -> None:
 def _give_encoders(pm: pluggy.PluginManager) -> None:
     """Call each plugin's ``pcs_register_encoders`` once."""
     for impl in pm.hook.pcs_register_encoders.get_hookimpls():
-        if id(impl.plugin) in _encoders_given:
+        if impl.plugin_name in _encoders_given:
             continue
-        _encoders_given.add(id(impl.plugin))
-        _call_one(impl, "pcs_register_encoders", {"registry": encoders})
+        _encoders_given.add(impl.plugin_name)
+        ok, _ = _call_one(impl, "pcs_register_encoders",
+                          {"registry": EXTENSIONS.view(impl.plugin_name)},
+                          "its encoders are not used")
+        if not ok:  # all or nothing: a half-registered plugin would encode some types only
+            EXTENSIONS.unregister_owner(impl.plugin_name)
 
 
 def _failed_once(plugin_name: str, hook_name: str, exc: BaseException, what: str) -> None:
@@ -344,6 +330,24 @@ def _collect_environment(run: Run) -> None:
         except Exception as exc:
             _failed_once(plugin_name, "pcs_collect_environment", exc,
                          "what it returned is not (all) recorded")
+
+
+def environment_drift(run: Run) -> list[str]:
+    """Every plugin's ``pcs_environment_drift`` lines for replaying ``run`` in this process.
+
+    A plugin that raises or returns something else than strings is logged once and left out.
+    """
+    load()
+    lines: list[str] = []
+    for plugin_name, found in _call_each("pcs_environment_drift", {"run": run}):
+        if not found:
+            continue
+        if isinstance(found, str) or not all(isinstance(line, str) for line in found):
+            _failed_once(plugin_name, "pcs_environment_drift",
+                         TypeError("did not return a sequence of str"), "its lines are left out")
+            continue
+        lines.extend(found)
+    return lines
 
 
 def _arguments(parent: Run | None, name: str, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pcs import component_run
@@ -198,6 +198,7 @@ def import_runs(
     registry: Registry | str | os.PathLike[str],
     *,
     experiment_id: str | None = None,
+    progress: Callable[[str, str], None] | None = None,
 ) -> dict[str, str]:
     """Recreate the runs of a registry (or of a YAML file) in the current tracking store.
 
@@ -205,7 +206,8 @@ def import_runs(
     registry. Everything is verified first (spec hashes, identifiers,
     artifact digests, artifact paths, parent links), so a tampered registry
     imports nothing. Runs go to ``experiment_id`` (default: the default
-    experiment ``"0"``). Importing twice adds nothing.
+    experiment ``"0"``). Importing twice adds nothing. ``progress(original id,
+    new id)`` is called after each run (``pcs import`` draws its progress bar so).
     """
     if not isinstance(registry, Registry):
         if not isinstance(registry, str | os.PathLike):
@@ -230,6 +232,8 @@ def import_runs(
         existing = _existing_run(backend, planned.run_id, tags, clean=True)
         if existing is not None:
             mapping[planned.run_id] = existing
+            if progress is not None:
+                progress(planned.run_id, existing)
             continue
         try:
             mapping[planned.run_id] = _create(backend, registry, planned, mapping, experiment)
@@ -243,6 +247,8 @@ def import_runs(
                 backend.tracking_uri,
             ) from exc
         created += 1
+        if progress is not None:
+            progress(planned.run_id, mapping[planned.run_id])
     _log.info("pcs: imported %d run(s) into %s (%d already present)", created,
               backend.tracking_uri, len(plan) - created)
     return mapping

@@ -31,14 +31,15 @@ together and provides the run objects' replay methods (see :mod:`pcs._upper`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pcs import _stack, component_run, run_command
+from pcs import _stack, component_run, plugins, run_command
 from pcs._comparison import Difference, RunComparison
-from pcs._replay import arguments, safety
+from pcs._replay import arguments, inputs, safety
 from pcs._replay.arguments import Bound, Fetch, run_fetcher
 from pcs._replay.compare import compare
 from pcs._replay.drift import Drift, code_drift
@@ -51,7 +52,10 @@ from pcs.component_run import ComponentRun
 from pcs.conventions import (
     CODE_DRIFT_ARTIFACT,
     CODE_DRIFT_TAG,
+    ENVIRONMENT_DRIFT_ARTIFACT,
+    ENVIRONMENT_DRIFT_TAG,
     OVERRIDES_TAG,
+    REBUILT_INPUTS_TAG,
     REPRODUCED_TAG,
     RERUN_OF_TAG,
 )
@@ -84,6 +88,7 @@ def rerun(
     overrides: Mapping[str, Any] | None = None,
     allowed_modules: Iterable[str] | None = None,
     reraise: bool = True,
+    trust_pickles: bool = False,
 ) -> ComponentRun:
     """Call the recorded callable of ``run`` again; return the new ComponentRun.
 
@@ -100,7 +105,7 @@ def rerun(
     command = run.run_command
     return _replay(_Request(
         command, run, run_fetcher(run), allow_code_drift, dict(overrides or {}),
-        allowed_modules, reraise,
+        allowed_modules, reraise, trust_pickles,
     ))
 
 
@@ -145,6 +150,7 @@ class _Request:
     overrides: dict[str, Any]
     allowed_modules: Iterable[str] | None
     reraise: bool
+    trust_pickles: bool = False
 
     @property
     def run_id(self) -> str | None:
@@ -161,9 +167,12 @@ class _Request:
         """The error the user sees for a step's refusal."""
         return refusal.error(self.where, self.run_id, self.command.component.path)
 
-    def tags(self, drift: Drift) -> dict[str, str]:
-        """The tags of the new run: what it replays, whether with drift, which overrides."""
+    def tags(self, drift: Drift, rebuilt: inputs.Rebuilt) -> dict[str, str]:
+        """The tags of the new run: what it replays, whether with drift, which overrides,
+        which arguments came from their producers."""
         tags: dict[str, str] = {}
+        if rebuilt.producers:
+            tags[REBUILT_INPUTS_TAG] = json.dumps(rebuilt.producers, sort_keys=True)[:5000]
         if self.run_id:
             tags[RERUN_OF_TAG] = self.run_id
         if drift:
@@ -176,10 +185,10 @@ class _Request:
 def _replay(request: _Request) -> ComponentRun:
     """Check and prepare the call, make it, record how it went; return the new run."""
     try:
-        target, bound, drift = _prepare(request)
+        target, bound, drift, rebuilt = _prepare(request)
         receiver = target.receiver(bound.get("__init__"))
         args, kwargs = bound[target.entry_point]
-        outcome = invoke(target.tracker, receiver, args, kwargs, request.tags(drift))
+        outcome = invoke(target.tracker, receiver, args, kwargs, request.tags(drift, rebuilt))
     except Refusal as refusal:
         raise request.refused(refusal) from refusal.__cause__
     new = outcome.run
@@ -198,7 +207,7 @@ def _replay(request: _Request) -> ComponentRun:
     return new
 
 
-def _prepare(request: _Request) -> tuple[Target, dict[str, Bound], Drift]:
+def _prepare(request: _Request) -> tuple[Target, dict[str, Bound], Drift, inputs.Rebuilt]:
     """Every check, in order, then the arguments; nothing user-written has run but imports."""
     command = request.command
     component, entry_point = command.component, command.entry_point
@@ -208,7 +217,19 @@ def _prepare(request: _Request) -> tuple[Target, dict[str, Bound], Drift]:
     safety.check_module_allowed(component, entry_point, prefixes, request.original)
     calls = arguments.recorded_calls(command)
     known = {entry: set(args) for entry, args in calls.items()}
-    safety.check_missing(calls, entry_point, request.overrides, known)
+    # Placeholders the producers' logged return values can supply (lineage).
+    rebuilt = inputs.Rebuilt()
+    if request.original is not None:
+        rebuilt = inputs.from_producers(request.original, calls.get(entry_point, {}),
+                                        request.overrides, request.trust_pickles)
+    overrides = {**rebuilt.values, **request.overrides}
+    try:
+        safety.check_missing(calls, entry_point, overrides, known)
+    except Refusal as refusal:
+        if rebuilt.hints:
+            refusal.add_hint("; ".join(f"{name!r}: {why}" for name, why
+                                       in sorted(rebuilt.hints.items())))
+        raise
     # Import and resolve statically; refuse anything that is not tracked.
     target = resolve(component, entry_point, calls)
     # The code identity: refuse drift unless it is allowed.
@@ -221,9 +242,9 @@ def _prepare(request: _Request) -> tuple[Target, dict[str, Bound], Drift]:
             request.where, drift.summary,
         )
     bound = arguments.rebuild(
-        component, target, calls, request.overrides, known, request.fetch, prefixes
+        component, target, calls, overrides, known, request.fetch, prefixes
     )
-    return target, bound, drift
+    return target, bound, drift, rebuilt
 
 
 def _record_outcome(new: ComponentRun, original: ComponentRun | None, drift: Drift) -> None:
@@ -234,6 +255,7 @@ def _record_outcome(new: ComponentRun, original: ComponentRun | None, drift: Dri
         backend.log_artifact_bytes(new.identifier, CODE_DRIFT_ARTIFACT, drift.report().encode())
     if original is None:
         return
+    _record_environment_drift(new, original)
     try:
         comparison = compare(original, new)
     except PcsError as exc:
@@ -247,6 +269,19 @@ def _record_outcome(new: ComponentRun, original: ComponentRun | None, drift: Dri
         return
     new.set_tag(REPRODUCED_TAG, str(reproduced))
     backend.flush()
+
+
+def _record_environment_drift(new: ComponentRun, original: ComponentRun) -> None:
+    """What the plugins say differs in the environment (never a refusal: a note on the run)."""
+    lines = plugins.environment_drift(original)
+    if not lines:
+        return
+    _log.warning("pcs: replaying run %s in a different environment: %s", original.identifier,
+                 "; ".join(lines[:5]) + ("; ..." if len(lines) > 5 else ""))
+    new.set_tag(ENVIRONMENT_DRIFT_TAG, "True")
+    text = "Environment drift at replay (recorded vs now):\n" + "".join(
+        f"  - {line}\n" for line in lines)
+    new.log_text(text, ENVIRONMENT_DRIFT_ARTIFACT)
 
 
 class _Operations:

@@ -15,16 +15,17 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from pcs import conventions
+from pcs import _upper, conventions
 from pcs._mlflow_rules import check_key_value, checked_params, checked_tags, metric_value
 from pcs._outcome import TERMINAL_STATUSES, error_text, status_for_exception
 from pcs._records import EndRun, LogArtifact, LogError, LogMetrics, LogParams, SetTags, StartRun
 from pcs._remote_runs import PARENT_WAIT_ENV as PARENT_WAIT_ENV
 from pcs._remote_runs import parent_wait_seconds, wait_for_run
 from pcs._store import Backend, get_backend, lifecycle, now_ms
-from pcs.exceptions import RunNotFoundError, UsageError
+from pcs.exceptions import UsageError
+from pcs.experiments import experiment_for_new_run
 from pcs.registry import InMemoryRegistry, Registry
 
 if TYPE_CHECKING:
@@ -39,8 +40,9 @@ R = TypeVar("R", bound="Run")
 class Run:
     """A run in the MLflow tracking store.
 
-    ``Run()`` creates a new run in the default experiment; ``Run(experiment_id=...)``
-    in another; ``Run(existing_run_id=...)`` wraps a run that already exists (a
+    ``Run()`` creates a new run in the default experiment (or ``PCS_EXPERIMENT``'s);
+    ``Run(experiment_id=...)`` or ``Run(experiment="name")`` in another (see
+    :mod:`pcs.experiments`); ``Run(existing_run_id=...)`` wraps a run that already exists (a
     :class:`~pcs.exceptions.RunNotFoundError` naming the id and the tracking URI
     if it does not). Used as a context manager, the run ends FINISHED when the
     block returns, FAILED on an exception and KILLED on an interruption; the
@@ -81,19 +83,23 @@ class Run:
         params: Mapping[str, Any] | None = None,
         parent: Run | str | None = None,
         tracking_uri: str | None = None,
+        experiment: str | None = None,
     ) -> None:
         backend = get_backend(tracking_uri)
         if existing_run_id is not None:
-            if experiment_id is not None or name or tags or params or parent is not None:
+            if (experiment_id is not None or experiment is not None or name or tags or params
+                    or parent is not None):
                 raise UsageError(
-                    "Run() got existing_run_id together with arguments for a new run "
-                    "(experiment_id/name/tags/params/parent). Pass existing_run_id alone to "
-                    "wrap an existing run, or leave it out to create a new one."
+                    "Run() got existing_run_id together with arguments for a new run (experiment"
+                    "/experiment_id/name/tags/params/parent). Pass existing_run_id alone to wrap "
+                    "an existing run, or leave it out to create a new one."
                 )
             run_id = str(existing_run_id)
             init_run(self, backend, run_id, backend.get_run(run_id).info.experiment_id)
             return
-        experiment_id = str(experiment_id) if experiment_id is not None else None
+        experiment_id = experiment_for_new_run(
+            backend, experiment, experiment_id, nested=parent is not None and parent != ""
+        )
         parent_id: str | None = None
         if isinstance(parent, Run):
             parent_id, experiment_id = child_of(parent, experiment_id)
@@ -341,11 +347,12 @@ class Run:
         """``MlflowClient.search_runs`` within this run's experiment."""
         return list(self._backend.search_runs([self.experiment_id], filter_string, **kwargs))
 
-    # -- the seed's class-level queries --------------------------------------
+    # -- the seed's class-level queries, and navigation (pcs.query does the work) --------
     @classmethod
-    def from_existing_run_id(cls, run_id: str) -> Run:
-        """Wrap an existing run (``RunNotFoundError`` if the store has none with this id)."""
-        return cls(existing_run_id=run_id)
+    def from_existing_run_id(cls: type[R], run_id: str) -> R:
+        """Wrap an existing run (``RunNotFoundError`` if the store has none with this id):
+        from ``Run``, a :class:`~pcs.ComponentRun` for a tracked call (``.rerun()`` works)."""
+        return NAVIGATION.get().existing(cls, run_id)
 
     @staticmethod
     def run_exists(run_id: str) -> bool:
@@ -354,48 +361,29 @@ class Run:
 
     @classmethod
     def get_all_runs(cls) -> list[Run]:
-        """Every run tagged ``pcs.is_run`` in the current store, newest first."""
-        backend = get_backend()
-        found = backend.iter_runs(
-            f"tags.`{cls.PCS_RUN_TAG}` = 'True'", ["attributes.start_time DESC"]
-        )
-        return [run_from_handle(cls, r.info.run_id, backend.tracking_uri) for r in found]
+        """Every run tagged ``pcs.is_run`` in the current store (the right class), newest first."""
+        return NAVIGATION.get().all_runs()
+
+    @property
+    def parent(self) -> Run | None:
+        """The run this one is nested under (``Run`` or ``ComponentRun``), or None."""
+        return NAVIGATION.get().parent(self)
+
+    def children(self) -> list[Run]:
+        """The runs nested directly under this one, in the order they started."""
+        return NAVIGATION.get().children(self)
 
     @staticmethod
     def print_all_status() -> None:
-        """Print the status of every pcs run in the current store, newest first."""
-        runs = Run.get_all_runs()
-        print(f"{len(runs)} pcs run(s) in {get_backend().tracking_uri}")  # noqa: T201
-        for run in runs:
-            run.print_status()
+        """Print every pcs run in the current store as a tree, newest first (as ``pcs runs``)."""
+        print(NAVIGATION.get().all_status_text())  # noqa: T201 - the seed API prints
 
     def print_status(self, detailed: bool = False) -> None:
         """Print the run's id, status, start time, duration and its non-``mlflow.`` tags.
 
         ``detailed=True`` prints the whole spec (params, metrics, tags) as YAML.
         """
-        print(self._status_text(detailed))  # noqa: T201 - the seed API prints
-
-    def _status_text(self, detailed: bool) -> str:
-        from datetime import UTC, datetime
-
-        record = self._backend.get_run(self._run_id)
-        info = record.info
-        start = datetime.fromtimestamp(info.start_time / 1000, UTC).isoformat(timespec="seconds")
-        end = info.end_time
-        duration = f"{(end - info.start_time) / 1000:.3f}s" if end else "running"
-        name = record.data.tags.get(conventions.RUN_NAME_TAG, "")
-        lines = [
-            f"Run {info.run_id} {name!r}: {info.status}, started {start}, duration {duration}"
-        ]
-        for key, value in sorted(record.data.tags.items()):
-            if not key.startswith("mlflow."):
-                lines.append(f"    {key} = {value}")
-        if detailed:
-            from pcs._yaml import dump_yaml
-
-            lines.append(dump_yaml(self.to_spec()).rstrip())
-        return "\n".join(lines)
+        print(NAVIGATION.get().status_text(self, detailed))  # noqa: T201 - the seed API prints
 
     # -- specs and registries ----------------------------------------------
     def to_spec(self, flatten: bool = False) -> dict[str, Any]:
@@ -456,10 +444,7 @@ class Run:
         import the registry's runs into this store first).
         """
         registry.get_run_spec(run_id)
-        backend = get_backend()
-        if not backend.run_exists(run_id):
-            raise RunNotFoundError(run_id, backend.tracking_uri)
-        return run_from_handle(cls, run_id, backend.tracking_uri)
+        return NAVIGATION.get().existing(cls, run_id)
 
 
 # -- what the rest of pcs does with a Run: each done here, once ------------------------
@@ -595,3 +580,21 @@ def known_parent_id(run: Run) -> str | None:
     """The id of the run's parent as this process recorded it (see :func:`child_of`); None
     for a root run, or one not started here. ``Backend.mlflow_id`` resolves it."""
     return run._parent_id
+
+
+# -- what Run needs of the layer above it (see pcs._upper) ---------------------------
+if TYPE_CHECKING:  # a Protocol for the type checker: nothing to build at import
+
+    class NavigationOperations(Protocol):
+        """Reading runs back as the right class, walking the tree, printing: :mod:`pcs.query`."""
+
+        def existing(self, cls: type[R], run_id: str) -> R: ...
+        def all_runs(self) -> list[Run]: ...
+        def parent(self, run: Run) -> Run | None: ...
+        def children(self, run: Run) -> list[Run]: ...
+        def status_text(self, run: Run, detailed: bool) -> str: ...
+        def all_status_text(self) -> str: ...
+
+
+#: provided by pcs.query when it is imported (imported by name on first use)
+NAVIGATION: _upper.Slot[NavigationOperations] = _upper.Slot("pcs.query")

@@ -45,6 +45,7 @@ __all__ = [
     "DISABLED",
     "DISABLE_PLUGINS",
     "EXIT_FLUSH_TIMEOUT",
+    "EXPERIMENT",
     "FORK_WAIT_SECONDS",
     "HANDLE_SIGTERM",
     "INSTRUMENT_POOLS",
@@ -260,10 +261,17 @@ REPLAY_ALLOWED_MODULES: Setting[tuple[str, ...]] = Setting(
     doc="Comma-separated module prefixes a replay may import, besides those you recorded.",
 )
 
+EXPERIMENT: Setting[str | None] = Setting(
+    "PCS_EXPERIMENT", None, _text, accepts="an experiment name", shown_default="unset",
+    doc="Top-level runs and tracked calls go to the MLflow experiment of this name (created if "
+        "missing) unless given ``experiment=`` or ``experiment_id=``; nested runs stay in "
+        "their parent's experiment. Also the default of ``pcs runs`` and ``pcs.runs()``.",
+)
+
 #: every setting, in the documentation's order
 ALL: tuple[Setting[Any], ...] = (
-    DISABLED, JOURNAL_DIR, JOURNAL, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS, STALL_SECONDS,
-    READ_TIMEOUT, RUN_ID_TIMEOUT, FORK_WAIT_SECONDS, AUTO_RECOVER, HANDLE_SIGTERM,
+    DISABLED, EXPERIMENT, JOURNAL_DIR, JOURNAL, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS,
+    STALL_SECONDS, READ_TIMEOUT, RUN_ID_TIMEOUT, FORK_WAIT_SECONDS, AUTO_RECOVER, HANDLE_SIGTERM,
     INSTRUMENT_POOLS, PARENT_RUN_ID, PARENT_TRACKING_URI, PARENT_EXPERIMENT_ID,
     PARENT_WAIT_SECONDS, REPLAY_ALLOWED_MODULES, DISABLE_PLUGINS,
 )

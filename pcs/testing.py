@@ -9,7 +9,7 @@ arguments and return values without querying MLflow::
     def test_fit():
         with capture_runs() as runs:
             fit(0.1)
-        assert runs[0].name == "fit"
+        assert runs[0].name == "fit(lr=0.1)"  # see "Run names" in the tracking docs
         assert runs[0].arguments == {"lr": 0.1, "epochs": 3}
         assert runs[0].status == "FINISHED"
 
@@ -62,8 +62,10 @@ class CapturedRuns(list[CapturedRun]):
     """The runs captured by :func:`capture_runs`, in the order they started."""
 
     def by_name(self, name: str) -> list[CapturedRun]:
-        """The captured runs called ``name``."""
-        return [r for r in self if r.name == name]
+        """The captured runs called ``name``; a tracked call's also by its bare qualified name
+        (``by_name("fit")`` finds ``fit(lr=0.1)``, see :mod:`pcs._naming`)."""
+        called = f"{name}("
+        return [r for r in self if r.name == name or (r.name or "").startswith(called)]
 
     def children_of(self, run: CapturedRun | Run | str) -> list[CapturedRun]:
         """The captured runs whose parent is ``run``."""

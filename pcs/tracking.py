@@ -101,8 +101,10 @@ class RunBlock:
         tags: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
         parent: Run | str | None,
+        experiment: str | None = None,
     ) -> None:
         self._args = (name, experiment_id, tags, params)
+        self._experiment = experiment
         self._parent = parent
         self._run: Run | None = None
         self._token: Any = None
@@ -119,6 +121,7 @@ class RunBlock:
             tags=tags,
             params=_redaction.redact_params(params),
             parent=_resolve_parent(self._parent),
+            experiment=self._experiment,
         )
         mark_interrupted_at_exit(run)  # still open at exit: its block never finished
         self._run = run
@@ -168,6 +171,7 @@ def run(
     tags: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     parent: Run | str | None = None,
+    experiment: str | None = None,
 ) -> RunBlock:
     """A new Run for a ``with`` or ``async with`` block, nested under the active run.
 
@@ -175,8 +179,12 @@ def run(
     lives in another process, say. The run ends FINISHED when the block
     returns, FAILED on an exception, KILLED on KeyboardInterrupt or
     cancellation; the exception propagates unchanged.
+
+    ``experiment`` names the MLflow experiment (created if missing); without it
+    and ``experiment_id``, a top-level run goes to ``PCS_EXPERIMENT``'s experiment
+    or the default one, a nested run to its parent's (see :mod:`pcs.experiments`).
     """
-    return RunBlock(name, experiment_id, tags, params, parent)
+    return RunBlock(name, experiment_id, tags, params, parent, experiment)
 
 
 # ---------------------------------------------------------------------------

@@ -46,3 +46,29 @@ def spawned_child(parent: pcs.Run) -> str:
     """Start a run under ``parent`` (a handle pickled from the parent process)."""
     with pcs.run("spawned", parent=parent) as r:
         return r.identifier
+
+
+@pcs.tracked
+def make_data(n: int) -> list[float]:
+    """A value with an identity of its own: lineage follows it through the pool."""
+    return [float(i) for i in range(n)]
+
+
+@pcs.tracked
+def total(data: list[float]) -> float:
+    return sum(data)
+
+
+@pcs.tracked
+def weighted(data: list[float], weight: float) -> float:
+    return weight * sum(data)
+
+
+def untracked_identity(value: object) -> object:
+    """A plain task: a value passes through the worker and comes back."""
+    return value
+
+
+@pcs.tracked
+def total_of_parts(parts: dict[str, list[float]]) -> float:
+    return sum(sum(part) for part in parts.values())

@@ -33,6 +33,11 @@ class Server:
             cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
+        self.wait_until_healthy()
+
+    def wait_until_healthy(self) -> None:
+        """Return once the started server answers ``/health`` (RuntimeError if it exited)."""
+        assert self.process is not None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -395,7 +395,7 @@ def test_unencodable_values_become_placeholders() -> None:
     sock = socket.socket()
     buffer = io.StringIO("x")
     try:
-        values = [object(), lock, sock, buffer, collections.OrderedDict(a=1), lambda: 1]
+        values = [object(), lock, sock, buffer, collections.deque([1]), lambda: 1]
         for value in values:
             tree = encode(value)
             assert tree[0] == "placeholder"
@@ -626,7 +626,8 @@ def test_plain_copy_validates_and_copies() -> None:
 
 # Bottom to top: a module may import only modules before it in this list.
 _LAYERS = [
-    "markers", "hashing", "scalars", "paths", "encoder", "redacting", "decoder", "inspection",
+    "markers", "hashing", "scalars", "paths", "extensions", "encoder", "redacting", "decoder",
+    "inspection",
     "spec",
 ]
 

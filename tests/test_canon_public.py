@@ -48,6 +48,8 @@ def test_public_names() -> None:
     assert sorted(canon.__all__) == sorted([
         "FORMAT", "Tree", "ArtifactRef", "Placeholder", "Redacted",
         "canonical_bytes", "decode", "digest", "encode", "find_placeholders", "validate",
+        "ExtensionRegistry", "RegistryView", "UnknownExtension", "extensions", "class_path",
+        "resolve_class",
     ])
     for name in canon.__all__:
         assert getattr(canon, name).__doc__, name
@@ -57,7 +59,8 @@ def test_public_names() -> None:
 
 def test_the_public_objects_are_the_private_ones() -> None:
     for name in ("ArtifactRef", "Placeholder", "Redacted", "canonical_bytes", "decode",
-                 "digest", "encode", "find_placeholders", "validate"):
+                 "digest", "encode", "find_placeholders", "validate", "ExtensionRegistry",
+                 "RegistryView", "UnknownExtension", "class_path", "resolve_class"):
         assert getattr(canon, name) is getattr(_canon, name), name
 
 

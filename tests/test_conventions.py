@@ -25,7 +25,7 @@ def test_every_name_is_in_the_docs_mapping_table() -> None:
 
 
 def test_the_docs_mapping_table_names_only_defined_names() -> None:
-    literals = re.findall(r"``((?:pcs|mlflow|arg)\.[^`=<]*)", _mapping_table())
+    literals = re.findall(r"``((?:pcs|mlflow|arg|init)\.[^`=<]*)", _mapping_table())
     values = set(conventions.NAMES.values())
     unknown = [lit for lit in literals if not any(lit.startswith(v) for v in values)]
     assert literals
@@ -35,7 +35,7 @@ def test_the_docs_mapping_table_names_only_defined_names() -> None:
 def test_names_are_unique_and_namespaced() -> None:
     values = list(conventions.NAMES.values())
     assert len(values) == len(set(values))
-    assert all(v.startswith(("pcs.", "mlflow.", "arg.")) for v in values)
+    assert all(v.startswith(("pcs.", "mlflow.", "arg.", "init.")) for v in values)
 
 
 def test_class_constants_are_the_conventions() -> None:

@@ -137,3 +137,83 @@ def test_git_and_source_tags_and_a_stable_digest_across_processes(
 
 def test_outside_a_work_tree_there_are_no_git_tags(tmp_path: Path) -> None:
     assert pcs_environment._git(tmp_path) == {}  # tmp_path is not in a repository
+
+
+def _fake_distribution(folder: Path, name: str, version: str) -> Path:
+    """A distribution importlib.metadata finds on ``folder`` (as if installed there)."""
+    info = folder / f"{name.replace('-', '_')}-{version}.dist-info"  # as pip names it
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return folder
+
+
+DIGEST = """
+import pcs_environment
+print(pcs_environment.distributions()[1])
+"""
+
+
+def test_the_digest_changes_when_a_distribution_is_installed(tmp_path: Path) -> None:
+    extra = _fake_distribution(tmp_path / "site", "pcs-fake-dist", "1.0")
+
+    def digest(path: str) -> str:
+        env = {**os.environ, "PYTHONPATH": path}
+        return subprocess.run([sys.executable, "-c", DIGEST], env=env, capture_output=True,
+                              text=True, timeout=120, check=True).stdout.strip()
+
+    plain = digest("")
+    assert digest("") == plain  # stable
+    assert digest(str(extra)) != plain
+
+
+RECORDED = """
+import sys
+sys.path.insert(0, {code!r})
+import pcs
+from pcs_drift_job import double
+double(21)
+pcs.flush()
+print(pcs.last_run().identifier)
+"""
+
+JOB = """
+import pcs
+
+@pcs.tracked
+def double(x: int) -> int:
+    return 2 * x
+"""
+
+
+@pytest.mark.slow
+def test_replay_notes_the_environment_drift(
+    tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "pcs_drift_job.py").write_text(JOB)
+    extra = _fake_distribution(tmp_path / "site", "pcs-fake-dist", "1.0")
+    env = {**os.environ, "PYTHONPATH": str(extra), "MLFLOW_TRACKING_URI": tracking_uri}
+    done = subprocess.run([sys.executable, "-c", RECORDED.format(code=str(code))], env=env,
+                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[-1]
+    monkeypatch.syspath_prepend(str(code))
+    original = pcs.Run.from_existing_run_id(run_id)
+    assert isinstance(original, pcs.ComponentRun)
+    try:
+        new = original.rerun()
+    finally:
+        sys.modules.pop("pcs_drift_job", None)
+    assert new.return_value == 42
+    assert pcs.flush(60)
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(new.identifier).data.tags["pcs.environment_drift"] == "True"
+    folder = client.download_artifacts(new.identifier, "pcs.environment_drift.txt",
+                                       str(tmp_path / "out"))
+    text = Path(folder).read_text()
+    assert "pcs-fake-dist 1.0 recorded, not installed now" in text
+    # the same environment: no drift noted
+    again = new.rerun()
+    assert pcs.flush(60)
+    assert "pcs.environment_drift" not in client.get_run(again.identifier).data.tags

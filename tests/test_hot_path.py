@@ -10,6 +10,7 @@ and the journal's lines may hold several records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -22,6 +23,7 @@ from mlflow.tracking import MlflowClient
 import pcs
 from pcs import _canon
 from pcs._journal import Journal, JournalFile
+from pcs._yaml import load_yaml
 from pcs.component_run import ComponentRun
 
 
@@ -36,7 +38,7 @@ def _stored(client: MlflowClient, run: pcs.Run) -> Any:
 
 def _registry(client: MlflowClient, run: pcs.Run) -> dict[str, Any]:
     path = client.download_artifacts(run.identifier, ComponentRun.REGISTRY_ARTIFACT)
-    return dict(json.loads(Path(path).read_text()))
+    return dict(load_yaml(Path(path).read_bytes()))
 
 
 def _both_paths(client: MlflowClient, *values: Any) -> tuple[Any, Any]:
@@ -59,6 +61,15 @@ SCALARS = [
 ]
 
 
+def _param(value: Any) -> str:
+    """The param of a scalar: its text, or past 250 characters a summary with its digest."""
+    text = str(value)
+    if len(text) <= 250:
+        return text
+    digest = hashlib.sha256(_canon.canonical_bytes(_canon.encode(value))).hexdigest()
+    return f"<str of {len(text):,} chars, sha256 {digest[:12]}…>"
+
+
 @pytest.mark.parametrize("values", SCALARS)
 def test_fast_and_general_path_store_the_same(
     client: MlflowClient, values: tuple[Any, ...]
@@ -67,7 +78,7 @@ def test_fast_and_general_path_store_the_same(
     a, b = _stored(client, fast), _stored(client, general)
     assert a.data.tags["pcs.run_command_id"] == b.data.tags["pcs.run_command_id"]
     assert a.data.params == b.data.params == {
-        f"arg.{name}": str(value) for name, value in zip("abc", values, strict=True)
+        f"arg.{name}": _param(value) for name, value in zip("abc", values, strict=True)
     }
     assert _registry(client, fast)["argument_sets"] == _registry(client, general)["argument_sets"]
     assert fast.run_command == general.run_command

@@ -3,6 +3,7 @@ plugins, redaction by a plugin (failing closed), PCS_DISABLE_PLUGINS, entry poin
 
 from __future__ import annotations
 
+import fractions
 import json
 import logging
 import os
@@ -261,13 +262,20 @@ def test_register_encoders_is_called_once_per_plugin(plugins: Register) -> None:
         @hookimpl
         def pcs_register_encoders(self, registry: pcs.plugins.EncoderRegistry) -> None:
             calls.append(registry)
-            registry.register(complex, lambda c: [c.real, c.imag], lambda t: complex(*t))
+            registry.register(fractions.Fraction, name="test.fraction", version=1,
+                              encode=lambda f: (f.numerator, f.denominator),
+                              decode=lambda payload, version: fractions.Fraction(*payload))
 
     plugins(Enc(), "enc")
     add(1, 2)
     plugins(Recorder(), "rec")  # publishing again does not call it again
-    assert calls == [pcs.plugins.encoders]
-    assert complex in pcs.plugins.encoders.pairs
+    assert len(calls) == 1
+    assert isinstance(calls[0], pcs.canon.RegistryView)
+    assert pcs.canon.extensions.names()["test.fraction"] == 1
+    assert pcs.canon.encode(fractions.Fraction(1, 3))[:3] == ["x", "test.fraction", 1]
+    pcs.plugins.unregister("enc")  # its extensions go with it
+    assert "test.fraction" not in pcs.canon.extensions.names()
+    assert pcs.canon.encode(fractions.Fraction(1, 3))[0] == "placeholder"
 
 
 def test_register_refuses_duplicates_and_bad_hooks(plugins: Register) -> None:

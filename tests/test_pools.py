@@ -24,11 +24,12 @@ METHODS = [m for m in ("fork", "spawn", "forkserver")
 
 def _runs_named(client: MlflowClient, name: str, count: int,
                 timeout: float = 60.0) -> list[Any]:
-    """The stored runs called ``name``, polled until ``count`` are there (bounded)."""
+    """The stored runs called ``name`` (a tracked call's run name may add its arguments:
+    ``square(x=3)``), polled until ``count`` are there (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
         found = [r for r in stored_runs(client).values()
-                 if r.data.tags.get("mlflow.runName") == name]
+                 if r.data.tags.get("mlflow.runName", "").split("(", 1)[0] == name]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.2)

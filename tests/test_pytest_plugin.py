@@ -143,7 +143,7 @@ def test_session_and_tests_are_runs(pytester: pytest.Pytester, store: str) -> No
     assert client.list_artifacts(passed) == []
 
     # tracked calls inside a test nest under that test's run
-    adds = [r for r in found if r.info.run_name == "add"]
+    adds = [r for r in found if r.info.run_name.startswith("add(")]
     assert sorted(r.data.tags["mlflow.parentRunId"] for r in adds) == sorted(
         [passed, failed.info.run_id]
     )
@@ -215,7 +215,7 @@ def test_xdist_workers(pytester: pytest.Pytester, store: str) -> None:
     for outcome, count in outcomes.items():
         assert session.data.metrics[f"pytest.{outcome}"] == count, outcome
         assert sum(r.data.tags["pytest.outcome"] == outcome for r in tests) == count, outcome
-    adds = [r for r in found if r.info.run_name == "add"]
+    adds = [r for r in found if r.info.run_name.startswith("add(")]
     test_ids = {t.info.run_id for t in tests}
     assert len(adds) == 2
     assert {a.data.tags["mlflow.parentRunId"] for a in adds} <= test_ids

@@ -42,6 +42,7 @@ from pcs._records import (
     StartRun,
     decode,
 )
+from pcs._yaml import load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.conventions import REGISTRY_ARTIFACT
@@ -308,7 +309,7 @@ def test_every_producer_builds_its_records_with_the_typed_constructors(
 def _writer_registry(records: list[list[Any]]) -> dict[str, Any]:
     batch = Materializer().materialize(records)
     (text,) = [data for _run, path, data in batch.artifacts if path == REGISTRY_ARTIFACT]
-    return dict(json.loads(text))
+    return dict(load_yaml(text))
 
 
 @pytest.mark.parametrize(
@@ -345,7 +346,7 @@ def test_the_writer_and_the_objects_agree_in_mlflow(client: MlflowClient) -> Non
     assert isinstance(run, ComponentRun)
     command = run.run_command  # built from the objects, in this process
     path = client.download_artifacts(run.identifier, REGISTRY_ARTIFACT)
-    stored = json.loads(Path(path).read_text())
+    stored = load_yaml(Path(path).read_bytes())
     assert stored["run_commands"] == command.to_spec()
     assert stored["argument_sets"] == command.argument_set.to_spec()
     assert stored["components"] == command.component.to_spec()

@@ -8,6 +8,7 @@ back with a stock ``MlflowClient``.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,38 @@ def test_server_down_then_back_delivers_everything_once(
     assert {c.info.status for c in calls} == {"FINISHED"}  # type: ignore[attr-defined]
     assert client.get_run(root).info.status == "FINISHED"
     assert len(client.search_runs(["0"], max_results=1000)) == 26  # exactly once each
+
+
+class _Box:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+@pcs.tracked
+def box(x: float) -> _Box:
+    return _Box(x)
+
+
+@pcs.tracked
+def unbox(item: _Box, items: list[_Box]) -> float:
+    return item.value + sum(i.value for i in items)
+
+
+def test_lineage_tags_name_mlflows_run_ids_on_a_server(server: Server) -> None:
+    """Runs are recorded under local ids on a server; the lineage tags get MLflow's."""
+    with pcs.run("lineage"):
+        first, second = box(1.0), box(2.0)
+        producers = [pcs.last_run()]
+        assert unbox(first, [second]) == 3.0
+        consumer = pcs.last_run()
+    assert consumer is not None
+    assert pcs.flush(120)
+    client = MlflowClient(tracking_uri=server.url)
+    tags = client.get_run(consumer.identifier).data.tags
+    boxes = client.search_runs(["0"], "attributes.run_name LIKE 'box%'")
+    ids = sorted(r.info.run_id for r in boxes)
+    assert tags["pcs.inputs_from"] == ",".join(ids)
+    assert "pcs-local-" not in tags["pcs.inputs"]
+    assert sorted(json.loads(tags["pcs.inputs"]).values()) == ids
+    assert producers[0] is not None
+    assert producers[0].identifier in ids

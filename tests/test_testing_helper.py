@@ -19,7 +19,7 @@ def test_capture_names_nesting_arguments_and_results() -> None:
             fit(0.1)
         with pytest.raises(ZeroDivisionError), pcs.run("bad"):
             _ = 1 / 0
-    assert [r.name for r in runs] == ["outer", "fit", "bad"]
+    assert [r.name for r in runs] == ["outer", "fit(lr=0.1)", "bad"]
     fit_run = runs.by_name("fit")[0]
     assert fit_run.parent_id == outer.identifier
     assert runs.children_of(outer) == [fit_run]

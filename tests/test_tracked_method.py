@@ -35,7 +35,7 @@ def test_method_of_plain_class_runs_but_is_not_reproducible(client: MlflowClient
     stored = client.get_run(run.identifier)
     assert stored.data.params == {"arg.x": "2"}
     assert stored.data.tags["pcs.entry_point"] == "apply"
-    assert stored.data.tags["mlflow.runName"] == "Plain.apply"
+    assert stored.data.tags["mlflow.runName"] == "Plain.apply(x=2)"  # see pcs._naming
     assert not run.is_reproducible
     assert "__init__" in run.not_reproducible_reasons[0]
 

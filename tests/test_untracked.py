@@ -51,7 +51,7 @@ def test_calls_inside_are_plain_calls(tracking_uri: str) -> None:
         assert caught.value.__traceback__ is not None
         assert pcs.active_run() is None
     assert square(3) == 9  # recorded again after the block
-    assert _runs(tracking_uri) == ["square"]
+    assert _runs(tracking_uri) == ["square(x=3)"]
 
 
 def test_blocks_inside_yield_a_run_that_records_nothing(tracking_uri: str) -> None:
@@ -72,7 +72,7 @@ def test_active_runs_stay_active_and_inner_calls_are_not_their_children(tracking
             assert square(2) == 4
             assert pcs.active_run() is outer
         assert square(5) == 25
-    assert _runs(tracking_uri) == ["outer", "square"]
+    assert _runs(tracking_uri) == ["outer", "square(x=5)"]
 
 
 def test_nested_blocks_restore_the_previous_state(tracking_uri: str) -> None:
@@ -84,7 +84,7 @@ def test_nested_blocks_restore_the_previous_state(tracking_uri: str) -> None:
     with pytest.raises(KeyError), pcs.untracked():
         raise KeyError("x")
     square(4)
-    assert _runs(tracking_uri) == ["square", "square"]
+    assert _runs(tracking_uri) == ["square(x=3)", "square(x=4)"]
 
 
 def test_suppression_follows_asyncio_tasks_and_bound_threads(tracking_uri: str) -> None:
@@ -151,4 +151,4 @@ def test_kill_switch_off_records_as_usual(monkeypatch: pytest.MonkeyPatch,
         return x**3
 
     assert cube(2) == 8
-    assert _runs(tracking_uri) == ["test_kill_switch_off_records_as_usual.<locals>.cube"]
+    assert _runs(tracking_uri) == ["test_kill_switch_off_records_as_usual.<locals>.cube(x=2)"]

@@ -30,6 +30,9 @@ Modules, bottom to top (each imports only from those above it in this list):
     the tree of each scalar type (shared by encoder and decoder);
 ``paths``
     how a location inside a value is spelled in messages;
+``extensions``
+    the types plugins register (``["x", name, version, payload]`` nodes),
+    class paths;
 ``encoder``
     :func:`encode`, and the deferred scalars of the hot path;
 ``redacting``
@@ -45,7 +48,16 @@ Modules, bottom to top (each imports only from those above it in this list):
 from __future__ import annotations
 
 from pcs._canon.decoder import decode, validate
-from pcs._canon.encoder import DEFERRABLE_INT, encode, is_deferrable, trees
+from pcs._canon.encoder import DEFERRABLE_INT, encode, is_deferrable, trees, type_name
+from pcs._canon.extensions import (
+    EXTENSIONS,
+    Extension,
+    ExtensionRegistry,
+    RegistryView,
+    UnknownExtension,
+    class_path,
+    resolve_class,
+)
 from pcs._canon.hashing import (
     artifact_digest,
     canonical_bytes,
@@ -56,6 +68,7 @@ from pcs._canon.hashing import (
 from pcs._canon.inspection import (
     copy_tree,
     find_artifact_refs,
+    find_extensions,
     find_placeholders,
     find_redacted,
     walk,
@@ -76,33 +89,42 @@ from pcs._canon.spec import join_spec, plain_copy, split_spec
 
 __all__ = [
     "DEFERRABLE_INT",
+    "EXTENSIONS",
     "FORMAT",
     "MAX_DEPTH",
     "REPR_LIMIT",
     "ArtifactRef",
+    "Extension",
+    "ExtensionRegistry",
     "Placeholder",
     "Redacted",
     "Redactor",
+    "RegistryView",
     "Tree",
+    "UnknownExtension",
     "artifact_digest",
     "artifact_ref_node",
     "canonical_bytes",
+    "class_path",
     "copy_tree",
     "decode",
     "digest",
     "encode",
     "encode_redacted",
     "find_artifact_refs",
+    "find_extensions",
     "find_placeholders",
     "find_redacted",
     "is_deferrable",
     "join_spec",
     "plain_copy",
     "redacted_node",
+    "resolve_class",
     "spec_hash",
     "split_spec",
     "tree_digest",
     "trees",
+    "type_name",
     "validate",
     "walk",
 ]

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
+from pcs._canon.extensions import EXTENSIONS, UnknownExtension
 from pcs._canon.hashing import tree_bytes
 from pcs._canon.markers import FORMAT, HEX64, MAX_DEPTH, ArtifactRef, Placeholder, Redacted, Tree
 from pcs._canon.scalars import enc_date, enc_decimal, enc_int, enc_str, enc_timedelta, enc_uuid
@@ -457,6 +458,34 @@ def _d_redacted(d: _Decoder, node: Tree, path: str, depth: int) -> Redacted:
     return Redacted(d.text(node, path))
 
 
+def _d_extension(d: _Decoder, node: Tree, path: str, depth: int) -> Any:
+    """``["x", name, version, payload]``: decoded by the extension registered under ``name``."""
+    d.arity(node, path, 4)
+    name, version = d.text(node, path), node[2]
+    if type(version) is not int or version < 1:
+        raise _fail(path, f"extension {name!r} needs a version (an int >= 1), found {version!r}")
+    payload = d.dec(node[3], f"{path}<{name}>", depth + 1)
+    if not d.resolve:
+        return None
+    extension = EXTENSIONS.by_name(name)
+    if extension is None or version > extension.version:
+        if extension is None:
+            reason = (f"no plugin registers the encoding extension {name!r} in this process; "
+                      "install and enable the plugin that wrote it")
+        else:
+            reason = (f"written by version {version} of the extension {name!r}, newer than the "
+                      f"installed version {extension.version}; upgrade its plugin")
+        return UnknownExtension(name, version, tree_bytes(node[3]).decode(), reason)
+    try:
+        return extension.decode(payload, version)
+    except Exception as exc:
+        raise SpecError(
+            f"Cannot decode {path}: the decoder of the encoding extension {name!r} (version "
+            f"{version}) failed: {type(exc).__name__}: {exc}. The data was edited, or the "
+            "installed plugin cannot read what wrote it."
+        ) from exc
+
+
 _DECODERS: Final[dict[str, Callable[[_Decoder, Tree, str, int], Any]]] = {
     "N": _d_none,
     "b": _d_bool,
@@ -487,6 +516,7 @@ _DECODERS: Final[dict[str, Callable[[_Decoder, Tree, str, int], Any]]] = {
     "placeholder": _d_placeholder,
     "artifact": _d_artifact,
     "redacted": _d_redacted,
+    "x": _d_extension,
 }
 
 
@@ -494,7 +524,8 @@ def decode(tree: Any, *, root: str = "value") -> Any:
     """Rebuild the Python value of a tree (exact inverse of :func:`encode`).
 
     Placeholder, artifact and redacted nodes decode to :class:`Placeholder`,
-    :class:`ArtifactRef` and :class:`Redacted`.  Enum, namedtuple and builtin
+    :class:`ArtifactRef` and :class:`Redacted`; an extension node whose
+    plugin is not registered to :class:`UnknownExtension`.  Enum, namedtuple and builtin
     subclass nodes import their class by ``module:qualname``.  A malformed or
     non-canonical tree raises :class:`~pcs.exceptions.SpecError`.
     """

@@ -20,11 +20,13 @@ import decimal
 import enum
 import io
 import itertools
+import json
 import pathlib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
+from pcs._canon.extensions import EXTENSION_TAG, EXTENSIONS, Extension, UnknownExtension, class_path
 from pcs._canon.hashing import placeholder_digest, tree_bytes
 from pcs._canon.markers import (
     MAX_DEPTH,
@@ -49,22 +51,15 @@ __all__ = [
     "is_deferrable",
     "sort_entries",
     "trees",
+    "type_name",
 ]
 
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 
 
-def _type_name(cls: type) -> str:
+def type_name(cls: type) -> str:
+    """``module.qualname`` of ``cls``: how a placeholder names the type it stands for."""
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _class_path(cls: type) -> str | None:
-    """``module:qualname`` if the class can be imported again by that path."""
-    module = getattr(cls, "__module__", None)
-    qualname = getattr(cls, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
-        return None
-    return f"{module}:{qualname}"
 
 
 def _safe_repr(value: Any) -> str:
@@ -190,6 +185,9 @@ class Encoder:
         cls = type(value)
         if cls in _MARKERS:
             return self.enc_marker(value)
+        extension = EXTENSIONS.lookup(cls)
+        if extension is not None:  # a plugin's encoding comes before pcs's own for subclasses
+            return self.enc_extension(value, extension)
         if isinstance(value, enum.Enum):
             return self.enc_enum(value)
         if cls is _dt.datetime:
@@ -203,8 +201,28 @@ class Encoder:
                 return self.enc_subclass(value, scalar, to_base)
         return self.placeholder(value, _why_unencodable(value))
 
-    def enc_marker(self, value: Placeholder | ArtifactRef | Redacted) -> Tree:
+    def enc_extension(self, value: Any, extension: Extension) -> Tree:
+        """``["x", name, version, payload]``: a value of a type a plugin registered."""
+        refused = self.enter(value)
+        if refused is not None:
+            return refused
+        try:
+            try:
+                payload = extension.encode(value)
+            except Exception as exc:
+                return self.placeholder(
+                    value,
+                    f"the encoder of extension {extension.name!r} refused it "
+                    f"({type(exc).__name__}: {bounded(str(exc))})",
+                )
+            return [EXTENSION_TAG, extension.name, extension.version, self.enc(payload)]
+        finally:
+            self.active.discard(id(value))
+
+    def enc_marker(self, value: Placeholder | ArtifactRef | Redacted | UnknownExtension) -> Tree:
         """Markers returned by decode() encode back to the node they came from."""
+        if isinstance(value, UnknownExtension):
+            return [EXTENSION_TAG, value.name, value.version, json.loads(value.payload)]
         if isinstance(value, Redacted):
             return redacted_node(value.reason)
         if isinstance(value, ArtifactRef):
@@ -220,7 +238,7 @@ class Encoder:
 
     def enc_enum(self, value: enum.Enum) -> Tree:
         cls = type(value)
-        path = _class_path(cls)
+        path = class_path(cls)
         if path is None:
             return self.placeholder(
                 value, "enum class defined inside a function cannot be imported again"
@@ -239,17 +257,17 @@ class Encoder:
         key = getattr(tz, "key", None)
         if type(tz).__module__ == "zoneinfo" and isinstance(key, str):
             return ["dt", value.replace(tzinfo=None).isoformat(), value.fold, key]
-        return self.placeholder(value, f"time zone of type {_type_name(type(tz))} is not encoded")
+        return self.placeholder(value, f"time zone of type {type_name(type(tz))} is not encoded")
 
     def enc_time(self, value: _dt.time) -> Tree:
         tz = value.tzinfo
         if tz is None or plain_offset(tz):
             return ["tm", value.isoformat(), value.fold]
-        return self.placeholder(value, f"time zone of type {_type_name(type(tz))} is not encoded")
+        return self.placeholder(value, f"time zone of type {type_name(type(tz))} is not encoded")
 
     def enc_namedtuple(self, value: tuple[Any, ...]) -> Tree:
         cls = type(value)
-        path = _class_path(cls)
+        path = class_path(cls)
         fields = getattr(cls, "_fields", None)
         if path is None:
             return self.placeholder(value, "class defined inside a function cannot be imported")
@@ -274,7 +292,7 @@ class Encoder:
 
     def enc_subclass(self, value: Any, scalar: Scalar, to_base: Callable[[Any], Any]) -> Tree:
         cls = type(value)
-        path = _class_path(cls)
+        path = class_path(cls)
         if path is None:
             return self.placeholder(value, "class defined inside a function cannot be imported")
         if getattr(value, "__dict__", None):
@@ -298,21 +316,21 @@ class Encoder:
         return _safe_repr(value)
 
     def placeholder(self, value: Any, reason: str) -> Tree:
-        type_name = _type_name(type(value))
+        kind = type_name(type(value))
         text = self.describe(value)
         if self.strict:
             where = format_path(self.root, self.path)
             raise EncodingError(
-                f"Cannot encode {where} exactly: {reason} (type {type_name}, value {text}). "
+                f"Cannot encode {where} exactly: {reason} (type {kind}, value {text}). "
                 "Pass a value pcs can encode (None, bool, int, float, complex, str, bytes, list, "
                 "tuple, dict, set, datetime, Decimal, UUID, path, enum, namedtuple), exclude "
                 "the argument, or use strict=False to record a placeholder (the run is then "
                 "marked as not replayable)."
             )
-        digest_hex = placeholder_digest(type_name, text)
+        digest_hex = placeholder_digest(kind, text)
         return [
             "placeholder",
-            {"type": type_name, "repr": text, "digest": digest_hex, "reason": reason},
+            {"type": kind, "repr": text, "digest": digest_hex, "reason": reason},
         ]
 
 
@@ -329,7 +347,7 @@ def _why_unencodable(value: Any) -> str:
     return "values of this type have no exact encoding"
 
 
-_MARKERS: Final = frozenset({Placeholder, ArtifactRef, Redacted})
+_MARKERS: Final = frozenset({Placeholder, ArtifactRef, Redacted, UnknownExtension})
 
 _Container = Callable[[Encoder, Any], Tree]
 CONTAINERS: Final[dict[type, _Container]] = {

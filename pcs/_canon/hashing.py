@@ -4,6 +4,19 @@
 with sorted keys and no whitespace. :func:`digest` prefixes it with the format
 name, so a pcs digest never equals another SHA-256 of the same bytes;
 :func:`artifact_digest` is the plain SHA-256 by which artifacts are addressed.
+
+The bytes are those of the standard library's ``json`` encoder (the
+definition). ``orjson`` writes them several times faster and is used only where
+its bytes are provably the same: exact ``dict`` / ``list`` / ``tuple`` / ``str``
+/ ``int`` / ``bool`` / ``None`` and floats that both spell in plain decimal
+(zero, or 1e-4 <= |x| < 1e16: shortest round-trip digits, as ``repr``).
+Everything else takes the ``json`` encoder: what orjson refuses (subclasses,
+ints beyond 64 bits, lone surrogates, nesting deeper than 255, non-str keys),
+what it spells differently (``1e-05`` as ``0.00001``, ``1e-07`` as ``1e-7``,
+exponents before orjson 3.11.7) and what ``json`` refuses but orjson writes
+(NaN and infinities as ``null``, enums, UUIDs). Both sort keys by code point
+(orjson compares UTF-8 bytes, which orders alike) and escape the same
+characters. ``tests/test_fast_writer.py`` checks this byte for byte.
 """
 
 from __future__ import annotations
@@ -12,6 +25,8 @@ import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, Final
+
+import orjson
 
 from pcs._canon.markers import FORMAT
 from pcs.exceptions import UsageError
@@ -32,6 +47,17 @@ _PLACEHOLDER_DOMAIN: Final = b"pcs-placeholder/1\0"
 _JSON = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
+_OPTIONS: Final = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+                   | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
+_dumps = orjson.dumps
+_NUMBER: Final = frozenset(b"0123456789.-")
+_TOKEN_START: Final = frozenset(b"[,:")
+_MINUS: Final = ord("-")  # ints: ``int in bytes`` is a memchr (``bytes in bytes`` costs 10x)
+_PLUS: Final = ord("+")
+#: Floats both spell alike in plain decimal (repr's range), and a probe of the installed
+#: orjson: before 3.11.7 it wrote ``1e16`` where json writes ``1e+16``; then json only.
+_PROBE: Final = [0.1, -0.0, 1e-4, 9999999999999998.0, 0.30000000000000004, 1e16, -1e300, 2**63]
+_FAST: Final = _dumps(_PROBE, None, _OPTIONS) == _JSON.encode(_PROBE).encode()
 
 
 def artifact_digest(data: bytes) -> str:
@@ -46,6 +72,14 @@ def canonical_bytes(obj: Any) -> bytes:
     refused.  Raises :class:`~pcs.exceptions.UsageError` for anything JSON
     cannot hold.
     """
+    if _FAST:
+        try:
+            data = _dumps(obj, None, _OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError: see the module's docstring
+            pass
+        else:  # every key a str, no cycle; json would spell every value alike?
+            if _spelled_alike(obj):
+                return data
     bad_key = _non_str_key(obj)
     if bad_key is not None:
         raise UsageError(
@@ -63,26 +97,89 @@ def canonical_bytes(obj: Any) -> bytes:
         ) from exc
 
 
+def _spelled_alike(obj: Any) -> bool:
+    """Whether json spells ``obj``, which orjson accepted (so it holds no cycle), as orjson."""
+    stack: list[Any] = [(obj,)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        for value in pop():
+            cls = type(value)
+            if cls is str:
+                continue
+            if cls is list or cls is tuple:
+                push(value)
+            elif cls is dict:
+                push(value.values())
+            elif cls is float:
+                if not (-1e16 < value < 1e16 and (value >= 1e-4 or value <= -1e-4 or value == 0)):
+                    return False  # NaN, an infinity, or json writes an exponent
+            elif cls is not int and cls is not bool and value is not None:
+                return False  # an enum member, a UUID...
+    return True
+
+
 def _non_str_key(obj: Any) -> Any:
     """The first dict key that is not a str, or None (JSON would silently stringify it)."""
     stack = [obj]
     pop, push = stack.pop, stack.extend
+    seen: set[int] = set()  # a container met twice is not walked twice (cycles end)
     while stack:
         item = pop()
         cls = type(item)
-        if cls is list or cls is tuple:
+        if (cls is list or cls is tuple or cls is dict) and id(item) not in seen:
+            seen.add(id(item))
+            if cls is dict:
+                for key in item:
+                    if not isinstance(key, str):
+                        return key if key is not None else "None"
+                item = item.values()
             push(item)
-        elif cls is dict:
-            for key in item:
-                if not isinstance(key, str):
-                    return key if key is not None else "None"
-            push(item.values())
     return None
 
 
 def tree_bytes(tree: Any) -> bytes:
-    """canonical_bytes() without the key check, for trees pcs built or validated itself."""
+    """canonical_bytes() without the key check, for trees pcs built or validated itself.
+
+    Such trees hold only lists, dicts, str, int, bool and None; orjson's bytes
+    are taken unless they may hold a number json spells otherwise (``_hazard``).
+    """
+    if _FAST:
+        try:
+            data = _dumps(tree, None, _OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+        else:
+            if not _hazard(data, tree):
+                return data
     return _JSON.encode(tree).encode("utf-8")
+
+
+def _hazard(data: bytes, tree: Any) -> bool:
+    """Whether orjson's ``data`` of ``tree`` may hold a number json spells otherwise.
+
+    That is a number token (one that starts after ``[`` ``,`` ``:`` or at the
+    start) for a float below 1e-4 (``0.00001``, ``1e-7``) or with an exponent,
+    or a ``null`` that is not None but NaN or an infinity (reading ``data`` back
+    tells). Such text inside a string costs a needless fallback to json, no more.
+    """
+    if data.find(b"null") >= 0 and orjson.loads(data) != tree:
+        return True
+    return (_number_token(data, b"0.0000")
+            or (_MINUS in data and _number_token(data, b"e-"))
+            or (_PLUS in data and _number_token(data, b"e+")))
+
+
+def _number_token(data: bytes, needle: bytes) -> bool:
+    """Whether ``needle`` occurs in ``data`` within a number token (see _hazard)."""
+    at = data.find(needle)
+    while at >= 0:
+        start = at
+        while start and data[start - 1] in _NUMBER:
+            start -= 1
+        if not start or data[start - 1] in _TOKEN_START:
+            return True
+        at = data.find(needle, at + 1)
+    return False
 
 
 def digest(obj: Any) -> str:
@@ -94,8 +191,9 @@ def tree_digest(tree: Any) -> str:
     """:func:`digest` of data whose dict keys are known to be str (trees from encode/validate).
 
     For such data the hash equals :func:`digest`'s; it only skips the walk that
-    looks for non-str dict keys, so pass nothing else (JSON would turn such a
-    key into a string). Data JSON cannot hold falls back to :func:`digest`,
+    looks for non-str dict keys (JSON would turn such a key into a string) and
+    for enum members and UUIDs (JSON refuses them, orjson writes them), so pass
+    nothing else. Other data JSON cannot hold falls back to :func:`digest`,
     which raises the explanatory :class:`~pcs.exceptions.UsageError`.
     """
     try:

@@ -15,7 +15,14 @@ from pcs._canon.markers import MAX_DEPTH, ArtifactRef, Tree
 from pcs._canon.paths import short_key
 from pcs.exceptions import SpecError
 
-__all__ = ["copy_tree", "find_artifact_refs", "find_placeholders", "find_redacted", "walk"]
+__all__ = [
+    "copy_tree",
+    "find_artifact_refs",
+    "find_extensions",
+    "find_placeholders",
+    "find_redacted",
+    "walk",
+]
 
 
 def walk(tree: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Tree]]:
@@ -34,6 +41,8 @@ def walk(tree: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Tree]]:
     elif tag == "nt" and len(tree) == 3 and type(tree[2]) is list:
         for index, item in enumerate(tree[2]):
             yield from walk(item, f"{path}[{index}]", depth + 1)
+    elif tag == "x" and len(tree) == 4:
+        yield from walk(tree[3], f"{path}<{tree[1]}>", depth + 1)
     elif tag == "ev" and len(tree) == 3:
         yield from walk(tree[2], f"{path}.value", depth + 1)
     elif tag == "d" and len(tree) == 2 and type(tree[1]) is list:
@@ -67,6 +76,15 @@ def find_placeholders(tree: Any, *, root: str = "value") -> list[str]:
                 f"{path}: {info.get('reason', 'not encodable')} "
                 f"(type {info.get('type')}, value {info.get('repr')})"
             )
+    return found
+
+
+def find_extensions(tree: Any, *, root: str = "value") -> list[tuple[str, str, int]]:
+    """``(path, name, version)`` of every extension node in ``tree`` (outermost first)."""
+    found = []
+    for path, node in walk(tree, root):
+        if node[0] == "x" and len(node) == 4 and type(node[1]) is str:
+            found.append((path, node[1], node[2]))
     return found
 
 

@@ -15,6 +15,9 @@ Modules, bottom to top (each imports only from those above it in this list):
 ``resolve``
     importing the module and walking ``module:qualname`` without running
     descriptors; refusing what is not ``@pcs.tracked``;
+``inputs``
+    arguments pcs could not record, taken from the logged return value of the
+    call that produced them (lineage);
 ``arguments``
     the recorded arguments rebuilt: large values fetched and verified, trees
     decoded, bound to the current signatures;

@@ -163,9 +163,27 @@ def _decode_call(
                     "is not imported and not allowed; pcs does not import modules that a spec "
                     f"names. Import it first or pass allowed_modules=[{module!r}].",
                 )
+        _refuse_unknown_extensions(tree, label)
         values[name] = _canon.decode(tree, root=label)
     values.update(overrides)
     return values
+
+
+def _refuse_unknown_extensions(tree: Any, label: str) -> None:
+    """Refuse a value encoded by a plugin this process does not have (or has older)."""
+    for where, name, version in _canon.find_extensions(tree, root=label):
+        extension = _canon.EXTENSIONS.by_name(name)
+        if extension is not None and version <= extension.version:
+            continue
+        why = ("no plugin registers it in this process" if extension is None else
+               f"the installed plugin reads up to version {extension.version}")
+        raise Refusal(
+            ReplayError,
+            f"argument {label!r} holds a value ({where}) encoded by the encoding extension "
+            f"{name!r}, version {version}, and {why}. Install and enable the plugin that "
+            f"wrote it (see pcs.plugins.list_plugins() where it was recorded), or pass the "
+            f"value again with overrides={{{label.rpartition('.')[2]!r}: ...}}.",
+        )
 
 
 def class_modules(tree: Any) -> set[str]:

@@ -22,6 +22,10 @@ class Refusal(Exception):
         self.kind = kind
         self.reason = reason
 
+    def add_hint(self, hint: str) -> None:
+        """Say more about how to fix it (appended to the reason)."""
+        self.reason = f"{self.reason} (Lineage could not supply them: {hint}.)"
+
     def error(self, where: str, run_id: str | None, path: str) -> ReplayError:
         """The error the user sees: ``Cannot replay <where>: <reason>``."""
         return self.kind(f"Cannot replay {where}: {self.reason}", run_id=run_id, path=path)

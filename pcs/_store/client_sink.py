@@ -11,6 +11,7 @@ map of local run ids and an artifact upload — never the backend itself.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,13 +22,18 @@ from urllib.parse import quote
 from pcs._materialize import Materializer, NewRun
 from pcs._store.gate import ExperimentGate, Rejected
 from pcs._store.uri import LOCAL_ID_PREFIX, sqlite_path
-from pcs.conventions import LOCAL_RUN_ID_TAG, PARENT_RUN_ID_TAG
+from pcs.conventions import INPUTS_FROM_TAG, INPUTS_TAG, LOCAL_RUN_ID_TAG, PARENT_RUN_ID_TAG
 from pcs.exceptions import RunNotFoundError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = ["ClientContext", "ClientSink", "Serialized", "is_not_found", "open_client"]
+
+#: tags whose values name runs by id (lineage): their local ids are translated at delivery
+_RUN_ID_LIST_TAGS = frozenset({INPUTS_FROM_TAG, INPUTS_TAG})
+_LOCAL_ID = re.compile(re.escape(LOCAL_ID_PREFIX) + r"[0-9a-f]{32}")
+_ANY_ID = re.compile(r"(?:" + re.escape(LOCAL_ID_PREFIX) + r")?\b[0-9a-f]{32}\b")
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,7 @@ class ClientSink:
                 tags.clear()  # given at creation
         for run_id, (metrics, params, tag_map) in per_run.items():
             real = self._real(run_id)
-            rows = [RunTag(k, self._real(v) if k == PARENT_RUN_ID_TAG else v)
-                    for k, v in tag_map.items()]
+            rows = [RunTag(k, self._tag_value(k, v)) for k, v in tag_map.items()]
             for start in range(0, max(len(metrics), len(params), len(rows)), 100):
                 client.log_batch(
                     real,
@@ -150,13 +155,11 @@ class ClientSink:
     def _create(self, local: str, new: NewRun, tags: dict[str, str]) -> None:
         found = self._find(local, new.experiment_id) if self.search_first else None
         if found is None:
-            parent = tags.get(PARENT_RUN_ID_TAG)
             created = self.context.client().create_run(
                 new.experiment_id,
                 start_time=new.start_ms,
                 tags={
-                    **tags,
-                    **({PARENT_RUN_ID_TAG: self._real(parent)} if parent else {}),
+                    **{key: self._tag_value(key, value) for key, value in tags.items()},
                     LOCAL_RUN_ID_TAG: local,
                 },
                 run_name=new.name,
@@ -164,6 +167,18 @@ class ClientSink:
             found = created.info.run_id
             self.progress = time.monotonic()
         self.context.run_ids[local] = found
+
+    def _tag_value(self, key: str, value: str) -> str:
+        """A tag's value with the local run ids it names (parent, lineage) made MLflow's."""
+        if key == PARENT_RUN_ID_TAG:
+            return self._real(value)
+        if key in _RUN_ID_LIST_TAGS:
+            pattern = _ANY_ID if self.hex_local else _LOCAL_ID
+            value = pattern.sub(lambda match: self._real(match.group(0)), value)
+            if key == INPUTS_FROM_TAG:  # sorted by MLflow's ids, as on a local store
+                value = ",".join(sorted(value.split(",")))
+            return value
+        return value
 
     def _real(self, run_id: str) -> str:
         """The MLflow id of a run created earlier (by this process or a dead one)."""

@@ -11,6 +11,7 @@ store shares one client. MLflow is imported only when a backend first needs it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -47,8 +48,12 @@ _log = logging.getLogger("pcs")
 _lock = threading.Lock()
 _backends: dict[str, Backend] = {}
 
-#: Run ids: 128 random bits like MLflow's uuid4().hex, without a system call per id.
+#: Run ids are time-ordered UUIDv7s (RFC 9562): 48 bits of milliseconds, then a counter that
+#: starts at 73 random bits and counts up (a process never repeats an id, its ids of one
+#: millisecond increase) with next(), which is atomic. A forked child starts another.
 _ids = random.Random()  # noqa: S311 - unique ids, not secrets
+_UUID7 = 7 << 76 | 2 << 62  # the version (7) and variant bits, below 48 bits of milliseconds
+_id_counter = itertools.count(_UUID7 | _ids.getrandbits(12) << 64 | _ids.getrandbits(61))
 
 #: called as ``hook(journaled)`` when a backend starts its writer (see on_writer_started)
 _writer_started: list[Callable[[bool], None]] = []
@@ -89,8 +94,9 @@ def renew_after_fork() -> list[Any]:
     Returns what the backends inherited from the parent (its MLflow clients): the
     caller keeps it referenced, never used nor closed.
     """
-    global _lock
+    global _lock, _id_counter
     _ids.seed()  # never repeat the parent's id sequence
+    _id_counter = itertools.count(_UUID7 | _ids.getrandbits(12) << 64 | _ids.getrandbits(61))
     _lock = threading.Lock()
     return [backend.forget_after_fork() for backend in _backends.values()]
 
@@ -232,15 +238,15 @@ class Backend:
     def new_run_id(self, experiment_id: str) -> str:
         """An id for a new run, made here without asking the store (the caller's hot path).
 
-        On a SQLite store it is the MLflow run id itself (128 random bits in
-        hex, as MLflow makes them), and the writer inserts the run with it.
+        On a SQLite store it is the MLflow run id itself (32 hex digits, a
+        time-ordered UUIDv7, see ``_id_counter``), and the writer inserts the run with it.
         MLflow's client cannot create a run with a given id, so for every other
         store it is a *local* id (``pcs-local-<hex>``): the writer creates the
         run and records the id MLflow gave it (:meth:`mlflow_id` resolves it).
         The store is not touched: whether the experiment exists is checked by
         the writer, at delivery.
         """
-        hex_id = _ids.getrandbits(128).to_bytes(16, "big").hex()
+        hex_id = (time.time_ns() // 1_000_000 << 80 | next(_id_counter)).to_bytes(16, "big").hex()
         if self.assigns_ids:
             return hex_id
         return LOCAL_ID_PREFIX + hex_id
@@ -383,6 +389,97 @@ class Backend:
             token = page.token
             if not token:
                 return ids
+
+    # -- experiments by name, and paged searches (pcs.query, the CLI) ------------------
+    def experiments(self) -> dict[str, str]:
+        """``{experiment id: name}`` of every active experiment in the store."""
+        found: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_experiments(max_results=1000, page_token=token)
+            found.update((exp.experiment_id, exp.name) for exp in page)
+            token = page.token
+            if not token:
+                return found
+
+    def experiment_id_by_name(self, name: str, *, create: bool = False) -> str | None:
+        """The id of the active experiment called ``name``; None if there is none.
+
+        ``create=True`` creates it instead (another process creating it at the
+        same moment is fine: its id is returned). A deleted experiment of that
+        name is an error saying how to restore it.
+        """
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None and create:
+            try:
+                return str(self.client.create_experiment(name))
+            except MlflowException as exc:
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise StoreError(
+                        f"Creating the experiment {name!r} in {self.tracking_uri!r} failed: "
+                        f"{exc}", self.tracking_uri,
+                    ) from exc
+        if experiment is None:
+            return None
+        if experiment.lifecycle_stage != "active":
+            raise StoreError(
+                f"The experiment {name!r} (id {experiment.experiment_id}) of "
+                f"{self.tracking_uri!r} is deleted; restore it (`mlflow experiments restore "
+                f"--experiment-id {experiment.experiment_id}`) or use another name.",
+                self.tracking_uri,
+            )
+        return str(experiment.experiment_id)
+
+    def experiment_name(self, experiment_id: str) -> str | None:
+        """The name of experiment ``experiment_id``; None if the store has no such experiment."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_experiment(str(experiment_id)).name)
+        except MlflowException:
+            return None
+
+    def search_page(
+        self,
+        experiment_ids: list[str],
+        filter_string: str,
+        order_by: list[str],
+        max_results: int,
+        page_token: str | None = None,
+    ) -> tuple[list[MlflowRun], str | None]:
+        """One page of ``MlflowClient.search_runs`` (after a flush): runs and the next token."""
+        self.settle()
+        page = self.client.search_runs(
+            experiment_ids, filter_string=filter_string, max_results=max_results,
+            order_by=order_by, page_token=page_token,
+        )
+        return list(page), page.token or None
+
+    def iter_search(
+        self,
+        experiment_ids: list[str] | None,
+        filter_string: str,
+        order_by: list[str],
+        limit: int | None = None,
+    ) -> Iterator[MlflowRun]:
+        """Runs matching ``filter_string`` in ``experiment_ids`` (None: every experiment),
+        page by page, at most ``limit`` of them."""
+        ids = self.experiment_ids() if experiment_ids is None else experiment_ids
+        if not ids:
+            return
+        token: str | None = None
+        left = limit
+        while left is None or left > 0:
+            size = 1000 if left is None else min(1000, left)
+            page, token = self.search_page(ids, filter_string, order_by, size, token)
+            yield from page
+            if left is not None:
+                left -= len(page)
+            if not token:
+                return
 
     def iter_runs(self, filter_string: str, order_by: list[str]) -> Iterator[MlflowRun]:
         """Every run of every experiment matching ``filter_string``, in ``order_by`` order."""

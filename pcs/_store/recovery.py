@@ -145,8 +145,10 @@ def _recover_one(found: _journal.JournalFile, target: str) -> tuple[int, list[st
     ended: set[str] = set()
     pending: list[list[Any]] = []
     delivered = 0
+    last_seen = _modified_ms(found)
     for is_new, record in found.records():
         kind = record[0]
+        last_seen = max(last_seen, _record_time(record))
         if kind in ("R", "T"):
             started.add(str(record[1]))
         elif kind == "E":
@@ -162,7 +164,9 @@ def _recover_one(found: _journal.JournalFile, target: str) -> tuple[int, list[st
         f"process {header.get('pid')} on {header.get('host')} ended without ending this run; "
         "reaped by pcs recovery"
     )
-    end = now_ms()
+    # The process was last seen alive at its journal's last write or newest record: the
+    # runs it left open end then, not now (their duration is the time they really ran).
+    end = min(last_seen, now_ms()) if last_seen else now_ms()
     for run_id in open_runs:
         pending.append(SetTags.wire(run_id, {REAPED_TAG: reason}))
         pending.append(EndRun.wire(run_id, "KILLED", end))
@@ -171,6 +175,28 @@ def _recover_one(found: _journal.JournalFile, target: str) -> tuple[int, list[st
         delivered += len(pending)
     # Client stores: report the MLflow ids the local ids were created as.
     return delivered, [backend.run_ids.get(run_id, run_id) for run_id in open_runs]
+
+
+def _record_time(record: list[Any]) -> int:
+    """The newest time (ms) a journal record names: a start, an end or a metric's."""
+    kind = record[0]
+    index = {"R": 4, "T": 3, "E": 3}.get(kind)
+    try:
+        if index is not None and len(record) > index:
+            return int(record[index])
+        if kind == "M" and len(record) > 2:
+            return max((int(row[2]) for row in record[2]), default=0)
+    except (TypeError, ValueError, IndexError):
+        pass  # a malformed time never decides the end of a run
+    return 0
+
+
+def _modified_ms(found: _journal.JournalFile) -> int:
+    """When the journal was last written (its file's modification time, in ms)."""
+    try:
+        return int(found.path.stat().st_mtime * 1000)
+    except OSError:
+        return 0
 
 
 def _deliver(sink: Sink, records: list[list[Any]]) -> None:

@@ -19,6 +19,12 @@ without a parent):
   ``mlflow.source.git.commit`` and ``mlflow.source.git.branch``, so the
   MLflow UI shows the run's source.
 
+It also implements ``pcs_environment_drift``: when a run is replayed, the
+distributions recorded on its top-level run are compared with the installed
+ones (``numpy 1.26.4 recorded, 2.1.0 now``; ``extra 1.0 not recorded,
+installed now``), as is the Python version, and replay notes the
+differences on the new run ("same code, different environment").
+
 The first top-level run of a process in each store gets all of it. Later
 top-level runs of that process get the ``mlflow.source.*`` tags, the pid, the
 git commit and the distributions digest, and ``pcs.env.run``: the id of the
@@ -46,11 +52,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pcs import redaction
+from pcs import Run, redaction
 from pcs.hookspecs import hookimpl
 
 __all__ = ["DISTRIBUTIONS_ARTIFACT", "GIT_TIMEOUT", "distributions", "environment",
-           "pcs_collect_environment"]
+           "pcs_collect_environment", "pcs_environment_drift"]
 
 #: the artifact listing the installed distributions
 DISTRIBUTIONS_ARTIFACT = "pcs.environment/distributions.txt"
@@ -98,6 +104,82 @@ def pcs_collect_environment(run: Any) -> dict[str, Any]:
     brief = {k: v for k, v in tags.items() if k in _BRIEF}
     brief["pcs.env.run"] = holder
     return {"tags": brief, "artifacts": {}}
+
+
+@hookimpl
+def pcs_environment_drift(run: Any) -> list[str]:
+    """The hook: the recorded distributions and Python version of ``run``'s top-level run,
+    against this process's (nothing when the run was recorded without this plugin)."""
+    root = _top_level(run)
+    tags = dict(root.data.tags)
+    recorded_digest = tags.get("pcs.env.distributions_sha256")
+    if recorded_digest is None:
+        return []
+    holder = root
+    if tags.get("pcs.env.run"):
+        holder = Run.from_existing_run_id(tags["pcs.env.run"])
+    lines = []
+    python = holder.data.tags.get("pcs.env.python.version")
+    if python and python != platform.python_version():
+        lines.append(f"Python {python} recorded, {platform.python_version()} now")
+    listing, digest = distributions()
+    if recorded_digest != digest:
+        recorded = _recorded_listing(holder)
+        if recorded is None:
+            lines.append(f"installed distributions differ (sha256 {recorded_digest[:12]} "
+                         f"recorded, {digest[:12]} now; the recorded listing is not readable)")
+        else:
+            lines.extend(_compare_listings(recorded, listing))
+    return lines
+
+
+def _top_level(run: Any) -> Any:
+    """The run at the top of ``run``'s tree (the one holding the environment tags)."""
+    for _ in range(1000):  # a loop in the parent tags cannot hang replay
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if not parent:
+            break
+        run = Run.from_existing_run_id(parent)
+    return run
+
+
+def _recorded_listing(run: Any) -> bytes | None:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="pcs-env-") as folder:
+            path = run.download_artifacts(DISTRIBUTIONS_ARTIFACT, dst_path=folder)
+            return Path(path).read_bytes()
+    except Exception:
+        _log.debug("pcs_environment: cannot read %s of run %s", DISTRIBUTIONS_ARTIFACT,
+                   run.identifier, exc_info=True)
+        return None
+
+
+def _versions(listing: bytes) -> dict[str, str]:
+    found = {}
+    for line in listing.decode("utf-8", "replace").splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            found[name.lower()] = version
+    return found
+
+
+def _compare_listings(recorded: bytes, current: bytes) -> list[str]:
+    """``"name X recorded, Y now"`` for each distribution that differs, by name."""
+    before, now = _versions(recorded), _versions(current)
+    lines = []
+    for name in sorted(set(before) | set(now)):
+        old, new = before.get(name), now.get(name)
+        if old == new:
+            continue
+        if old is None:
+            lines.append(f"{name} {new} not recorded, installed now")
+        elif new is None:
+            lines.append(f"{name} {old} recorded, not installed now")
+        else:
+            lines.append(f"{name} {old} recorded, {new} now")
+    return lines
 
 
 def environment() -> tuple[dict[str, str], dict[str, bytes]]:
