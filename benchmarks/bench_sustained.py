@@ -26,9 +26,10 @@ itself adds ~0.1 us, which is measured and subtracted.
 Run with ``make bench-sustained`` (or ``.venv/bin/python benchmarks/bench_sustained.py``,
 as a script: it imports ``bench_overhead``'s helpers). Options: ``--calls N`` (sustained
 loops and the default flood, default 20,000), ``--quick`` (2,000; fewer of everything),
-``--full`` (adds 16 processes), ``--runs N`` (runs per throughput measurement, split
-between the processes), ``--flood N`` (e.g. 1000000; each run takes ~16 KiB of disk in
-the temporary directory, removed at exit unless ``--keep``).
+``--full`` (adds 16 processes), ``--delivery thread|agent`` (``PCS_DELIVERY``),
+``--runs N`` (runs per throughput measurement, split between the processes),
+``--flood N`` (e.g. 1000000; each run takes ~16 KiB of disk in the temporary directory,
+removed at exit unless ``--keep``).
 """
 
 from __future__ import annotations
@@ -375,6 +376,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--flood", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--delivery", choices=["thread", "agent"],
+                        default=os.environ.get("PCS_DELIVERY") or "thread",
+                        help="PCS_DELIVERY for this process and the workers (default: thread)")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-busy", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -397,6 +401,7 @@ def main() -> int:
     uri = f"sqlite:///{workdir}/mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ.setdefault("PCS_AUTO_RECOVER", "0")
+    os.environ["PCS_DELIVERY"] = opts.delivery
     warnings.simplefilter("ignore")
     gc.enable()
 

@@ -83,9 +83,10 @@ def is_secret_name(name: str) -> bool:
 class Captured:
     """The captured arguments of one call."""
 
-    #: name -> encoded tree (redacted, placeholder and artifact nodes included), or a
-    #: deferred scalar as it is (see :func:`pcs._canon.is_deferrable`); its param
-    #: ``arg.<name>`` is then derived by the writer, not listed in ``params``
+    #: name -> encoded tree (redacted, placeholder and artifact nodes included), a
+    #: deferred scalar as it is (see :func:`pcs._canon.is_deferrable`) or a deferred
+    #: container ``{"s": snapshot}`` (see :func:`_snapshot`); the param ``arg.<name>`` of
+    #: a deferred value is derived by the writer, not listed in ``params``
     encoded: dict[str, Any] = field(default_factory=dict)
     #: MLflow params ``arg.<name>`` -> display text
     params: dict[str, str] = field(default_factory=dict)
@@ -154,6 +155,11 @@ def capture(
             encoded[name] = tree = _canon.encode(value)
             params[param_key(name)] = param_text(_text(value), tree)
             continue
+        if kind is list or kind is dict:
+            snapshot = _snapshot(value)
+            if snapshot is not None:  # encoded by the writer, with the same result
+                encoded[name] = snapshot
+                continue
         try:
             tree, hidden = _canon.encode_redacted(value, _POLICY, strict=strict, root=name)
         except Exception as exc:
@@ -184,6 +190,79 @@ def capture(
         out.encoded[name] = tree
         out.params[param_key(name)] = text
     return out
+
+
+#: the most elements a deferred list (entries a deferred dict) may have, and the longest
+#: string in either: the canonical bytes then stay below MAX_INLINE_BYTES (no artifact)
+SNAPSHOT_ITEMS = 1024
+SNAPSHOT_ENTRIES = 256
+SNAPSHOT_STR = 40
+_PLAIN_TYPES = frozenset({float, int, str, bool, type(None)})
+_INT_BOUND = _canon.DEFERRABLE_INT
+#: key tuples of deferred dicts already checked (short ASCII strings, no secret name)
+_innocent_keys: set[tuple[str, ...]] = set()
+
+
+def _plain_str(value: str) -> bool:
+    """A short ASCII string in which the redaction policy finds no credential."""
+    if len(value) > SNAPSHOT_STR or not value.isascii():
+        return False
+    if len(value) < _redaction.SHORT_TEXT and _POLICY.extra is None:
+        return "://" not in value  # all the built-in patterns need for a short text
+    return _POLICY.secret_text(value) is None
+
+
+def _plain_values(values: Any) -> bool:
+    """Every value a deferrable scalar that is no secret (see :func:`_plain_str`)."""
+    for item in values:
+        kind = type(item)
+        if kind is float:
+            if item - item:  # nan for nan and the infinities
+                return False
+        elif kind is int:
+            if not -_INT_BOUND < item < _INT_BOUND:
+                return False
+        elif kind is str:
+            if not _plain_str(item):
+                return False
+        elif kind is not bool and item is not None:
+            return False
+    return True
+
+
+def _snapshot(value: list[Any] | dict[Any, Any]) -> dict[str, Any] | None:
+    """A deferred container (``{"s": copy}``, or ``{"f": base64}`` for a list of floats)
+    to encode later, or None (encode now).
+
+    The copy is the consistent snapshot: its elements are immutable. Only values
+    that encode exactly as JSON holds them qualify (see :func:`_plain_values`),
+    under keys that are short strings not named like a secret: what
+    :func:`capture` would have encoded without redacting, a placeholder or an
+    artifact. A list of floats travels as its IEEE 754 bytes (exact, NaN and
+    infinities included), which is cheaper to copy and to journal than text.
+    """
+    if isinstance(value, list):  # exactly a list: capture() checks the type
+        if not 0 < len(value) <= SNAPSHOT_ITEMS:
+            return None
+        if list(map(type, value)).count(float) == len(value):
+            return {_canon.FLOATS: _canon.pack_floats(value)}
+        if not _plain_values(value):
+            return None
+        return {_canon.SNAPSHOT: value.copy()}
+    if not 0 < len(value) <= SNAPSHOT_ENTRIES:
+        return None
+    keys = tuple(value)
+    if keys not in _innocent_keys:
+        secret_name = _POLICY.is_secret_name
+        for key in keys:
+            if type(key) is not str or not _plain_str(key) or secret_name(key):
+                return None
+        if len(_innocent_keys) > 1_000:
+            _innocent_keys.clear()
+        _innocent_keys.add(keys)
+    if not _plain_values(value.values()):
+        return None
+    return {_canon.SNAPSHOT: value.copy()}
 
 
 def recorded_params(arguments: Mapping[str, Any], prefix: str) -> dict[str, str]:
@@ -244,6 +323,7 @@ def _is_default(
 
 def _on_policy_change() -> None:
     _plain_names.clear()
+    _innocent_keys.clear()
 
 
 _redaction.on_change(_on_policy_change)

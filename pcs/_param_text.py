@@ -103,6 +103,9 @@ def recorded_text(value: Any) -> str | None:
     and the ``__init__`` arguments of a tracked class's instance). A redacted
     value reads ``<redacted>``; an excluded one has no param (None).
     """
+    if type(value) is dict:  # a deferred container (see pcs._canon.SNAPSHOT)
+        snapshot = _canon.snapshot_value(value)
+        return param_text(repr(snapshot), _canon.encode(snapshot))
     if type(value) is not list:  # a deferred scalar (see pcs._canon.is_deferrable)
         text = str(value)
         return text if len(text) <= PARAM_SUMMARY_LENGTH else summary(_canon.encode(value))

@@ -37,7 +37,7 @@ from pcs._journal import Journal
 from pcs._records import DefineComponent, StartCall, Wire
 from pcs.exceptions import UnknownRecordError
 
-__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer"]
+__all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer", "transient"]
 
 _log = logging.getLogger("pcs")
 #: where a call's component key sits in its record (typed, or a JSON array from the journal)
@@ -67,7 +67,7 @@ class Sink(Protocol):
     def deliver(self, records: list[Wire]) -> dict[str, list[Wire]] | None: ...
 
 
-def _transient(exc: Exception) -> bool:
+def transient(exc: Exception) -> bool:
     """Errors that retrying can fix: the store is down, locked, full or unreachable."""
     if isinstance(exc, OSError | ConnectionError | TimeoutError):
         return True
@@ -303,7 +303,7 @@ class Writer:
                 self._deliver(batch)
             except Exception as exc:  # the store is down, locked, full, or pcs has a bug
                 self._delivering_since = None
-                if not _transient(exc) and self._sink is not None:
+                if not transient(exc) and self._sink is not None:
                     self._deliver_one_by_one(batch, exc)
                 else:
                     self._report_failure(exc)
@@ -348,7 +348,7 @@ class Writer:
                     self._deliver([record])
                     break
                 except Exception as exc:
-                    if _transient(exc) and attempt < 2:
+                    if transient(exc) and attempt < 2:
                         time.sleep(0.2)
                         continue
                     if self.journal is not None:

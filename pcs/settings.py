@@ -40,16 +40,20 @@ from typing import Any, Generic, TypeVar
 from pcs.exceptions import UsageError
 
 __all__ = [
+    "AGENT_IDLE_SECONDS",
     "ALL",
     "AUTO_RECOVER",
+    "DELIVERY",
     "DISABLED",
     "DISABLE_PLUGINS",
     "EXIT_FLUSH_TIMEOUT",
+    "EXIT_WAIT",
     "EXPERIMENT",
     "FORK_WAIT_SECONDS",
     "HANDLE_SIGTERM",
     "INSTRUMENT_POOLS",
     "JOURNAL",
+    "JOURNAL_BUDGET_MB",
     "JOURNAL_DIR",
     "PARENT_EXPERIMENT_ID",
     "PARENT_RUN_ID",
@@ -158,6 +162,22 @@ def _seconds(value: str) -> float:
     return max(0.0, number)
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        word = value.strip().lower()
+        if word not in choices:
+            raise ValueError(value)
+        return word
+    return parse
+
+
+def _megabytes(value: str) -> float:
+    number = float(value)
+    if number != number:  # NaN
+        raise ValueError(value)
+    return max(0.0, number)
+
+
 def _milliseconds(value: str) -> int:
     return max(0, int(value))
 
@@ -183,6 +203,31 @@ JOURNAL_DIR: Setting[str | None] = Setting(
 JOURNAL: Setting[bool] = Setting(
     "PCS_JOURNAL", True, _flag, accepts=_FLAG, shown_default="``1``",
     doc="``0``: no journal — faster by ~1 µs per call, but records queued at a crash are lost.",
+)
+DELIVERY: Setting[str] = Setting(
+    "PCS_DELIVERY", "thread", _choice("thread", "agent"), accepts="``thread`` or ``agent``",
+    shown_default="``thread``",
+    doc="Who writes to MLflow: ``thread``, a thread of each program; ``agent``, one delivery "
+        "agent process per store and journal directory, shared by every program writing "
+        "there (SQLite stores, with the journal on; callers then only append to the journal). "
+        "Read when a store's writer is created.",
+)
+AGENT_IDLE_SECONDS: Setting[float] = Setting(
+    "PCS_AGENT_IDLE_SECONDS", 30.0, _seconds, accepts=_SECONDS, shown_default="``30``",
+    doc="Seconds the delivery agent waits without a record before it exits (a program with "
+        "records to deliver starts it again).",
+)
+JOURNAL_BUDGET_MB: Setting[float] = Setting(
+    "PCS_JOURNAL_BUDGET_MB", 1024.0, _megabytes, accepts="a number of MiB (0: no limit)",
+    shown_default="``1024``",
+    doc="With the delivery agent: undelivered journal bytes a process may hold before its "
+        "callers wait for the agent (backpressure).",
+)
+EXIT_WAIT: Setting[bool] = Setting(
+    "PCS_EXIT_WAIT", False, _flag, accepts=_FLAG, shown_default="``0``",
+    doc="With the delivery agent: ``1`` makes interpreter exit wait (up to "
+        "``PCS_EXIT_FLUSH_TIMEOUT``) until the agent has delivered this process's records; "
+        "by default exit does not wait, the agent finishes.",
 )
 EXIT_FLUSH_TIMEOUT: Setting[float] = Setting(
     "PCS_EXIT_FLUSH_TIMEOUT", 60.0, _seconds, accepts=_SECONDS, shown_default="``60``",
@@ -270,7 +315,8 @@ EXPERIMENT: Setting[str | None] = Setting(
 
 #: every setting, in the documentation's order
 ALL: tuple[Setting[Any], ...] = (
-    DISABLED, EXPERIMENT, JOURNAL_DIR, JOURNAL, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS,
+    DISABLED, EXPERIMENT, JOURNAL_DIR, JOURNAL, DELIVERY, AGENT_IDLE_SECONDS, JOURNAL_BUDGET_MB,
+    EXIT_WAIT, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS,
     STALL_SECONDS, READ_TIMEOUT, RUN_ID_TIMEOUT, FORK_WAIT_SECONDS, AUTO_RECOVER, HANDLE_SIGTERM,
     INSTRUMENT_POOLS, PARENT_RUN_ID, PARENT_TRACKING_URI, PARENT_EXPERIMENT_ID,
     PARENT_WAIT_SECONDS, REPLAY_ALLOWED_MODULES, DISABLE_PLUGINS,

@@ -48,7 +48,17 @@ Modules, bottom to top (each imports only from those above it in this list):
 from __future__ import annotations
 
 from pcs._canon.decoder import decode, validate
-from pcs._canon.encoder import DEFERRABLE_INT, encode, is_deferrable, trees, type_name
+from pcs._canon.encoder import (
+    DEFERRABLE_INT,
+    FLOATS,
+    SNAPSHOT,
+    encode,
+    is_deferrable,
+    pack_floats,
+    snapshot_value,
+    trees,
+    type_name,
+)
 from pcs._canon.extensions import (
     EXTENSIONS,
     Extension,
@@ -90,9 +100,11 @@ from pcs._canon.spec import join_spec, plain_copy, split_spec
 __all__ = [
     "DEFERRABLE_INT",
     "EXTENSIONS",
+    "FLOATS",
     "FORMAT",
     "MAX_DEPTH",
     "REPR_LIMIT",
+    "SNAPSHOT",
     "ArtifactRef",
     "Extension",
     "ExtensionRegistry",
@@ -117,9 +129,11 @@ __all__ = [
     "find_redacted",
     "is_deferrable",
     "join_spec",
+    "pack_floats",
     "plain_copy",
     "redacted_node",
     "resolve_class",
+    "snapshot_value",
     "spec_hash",
     "split_spec",
     "tree_digest",

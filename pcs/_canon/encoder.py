@@ -15,6 +15,7 @@ exactly are recorded as they are and encoded later, with the same result.
 
 from __future__ import annotations
 
+import binascii
 import datetime as _dt
 import decimal
 import enum
@@ -23,6 +24,8 @@ import itertools
 import json
 import pathlib
 import re
+import sys
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
@@ -45,13 +48,18 @@ from pcs.exceptions import EncodingError
 __all__ = [
     "CONTAINERS",
     "DEFERRABLE_INT",
+    "FLOATS",
+    "SNAPSHOT",
     "Encoder",
     "bounded",
     "encode",
     "is_deferrable",
+    "pack_floats",
+    "snapshot_value",
     "sort_entries",
     "trees",
     "type_name",
+    "unpack_floats",
 ]
 
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
@@ -398,10 +406,48 @@ def is_deferrable(value: Any) -> bool:
     return kind is bool or value is None
 
 
+SNAPSHOT: Final = "s"
+"""The key of a deferred container's record form, ``{"s": snapshot}``: a copy of a list or
+dict of deferrable scalars taken on the caller's thread (see ``pcs._capture``), encoded
+later. Trees are lists and deferred scalars are not containers, so a dict is never
+either."""
+
+
+FLOATS: Final = "f"
+"""The key of a deferred list of floats' record form, ``{"f": base64}``: the base64 of the
+floats' IEEE 754 binary64 bytes, little-endian (see :func:`pack_floats`)."""
+
+
+def pack_floats(values: list[float]) -> str:
+    """The ``{"f": ...}`` payload of a list of floats: exact, NaN and infinities included."""
+    packed = array("d", values)
+    if sys.byteorder == "big":  # pragma: no cover - little-endian on every machine here
+        packed.byteswap()
+    return binascii.b2a_base64(packed.tobytes(), newline=False).decode("ascii")
+
+
+def unpack_floats(payload: str) -> list[float]:
+    """The list of floats :func:`pack_floats` packed."""
+    packed = array("d")
+    packed.frombytes(binascii.a2b_base64(payload))
+    if sys.byteorder == "big":  # pragma: no cover
+        packed.byteswap()
+    return packed.tolist()
+
+
+def snapshot_value(value: dict[str, Any]) -> Any:
+    """The value a deferred container (``{"s": ...}`` or ``{"f": ...}``) holds."""
+    if FLOATS in value:
+        return unpack_floats(value[FLOATS])
+    return value[SNAPSHOT]
+
+
 def trees(arguments: Mapping[str, Any]) -> dict[str, Tree]:
-    """``arguments`` with every deferred scalar (a non-list value) encoded as its tree."""
+    """``arguments`` with every deferred scalar (a non-list value) and deferred container
+    (a dict, see :data:`SNAPSHOT`) encoded as its tree."""
     return {
-        name: value if type(value) is list else encode(value)
+        name: value if type(value) is list
+        else encode(snapshot_value(value)) if type(value) is dict else encode(value)
         for name, value in arguments.items()
     }
 

@@ -62,7 +62,7 @@ from pcs._journal.format import (
     SUFFIX,
     Damage,
 )
-from pcs._journal.reader import JournalFile, dead_journals
+from pcs._journal.reader import JournalFile, check_file, dead_journals
 from pcs._journal.writer import (
     CHUNK,
     JOURNAL_DIR_ENV,
@@ -83,6 +83,7 @@ __all__ = [
     "Damage",
     "Journal",
     "JournalFile",
+    "check_file",
     "dead_journals",
     "default_directory",
     "process_start_time",

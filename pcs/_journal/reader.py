@@ -221,7 +221,7 @@ def dead_journals(directory: Path, stale_after: float = 300.0) -> Iterator[Journ
             _refuse(path, f"it cannot be opened as a file of its own ({exc.strerror})",
                     "Remove it.")
             continue
-        refused = _check_file(fd, path)
+        refused = check_file(fd, path)
         if refused is not None:
             os.close(fd)
             _refuse(path, *refused)
@@ -249,7 +249,7 @@ def dead_journals(directory: Path, stale_after: float = 300.0) -> Iterator[Journ
                           header_damaged=header is None)
 
 
-def _check_file(fd: int, path: Path) -> tuple[str, str] | None:
+def check_file(fd: int, path: Path) -> tuple[str, str] | None:
     """Why a journal (or its ``.done`` file) is not trusted, with the fix; else None."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
@@ -281,7 +281,7 @@ def _remove_abandoned(directory: Path, stale_after: float) -> None:
         except OSError:
             continue
         try:
-            if _check_file(fd, path) is not None:
+            if check_file(fd, path) is not None:
                 continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _dead(path, _owner_from_name(Path(str(path)[: -len(NEW_SUFFIX)])),

@@ -123,6 +123,11 @@ class Journal:
         #: set when a record could not be delivered: the file is kept at exit
         self.keep = False
 
+    @property
+    def written(self) -> int:
+        """Bytes written to the file so far (the header included)."""
+        return self._offset
+
     def _open(self) -> mmap.mmap:
         _prepare_directory(self.directory)
         # Locked and headed under a name recovery never looks at, then renamed: a journal

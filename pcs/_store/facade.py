@@ -2,9 +2,8 @@
 
 A :class:`Backend` wraps a stock ``mlflow.tracking.MlflowClient`` (never
 MLflow's fluent, thread-local ``start_run`` / ``active_run`` state) and owns
-the store's write-behind :class:`~pcs._writer.Writer`, whose sink it makes:
-:class:`~pcs._store.sqlite_sink.SqliteSink` or
-:class:`~pcs._store.client_sink.ClientSink`, each given only what it needs.
+the store's :class:`~pcs._writer.Writer` (or the delivery agent's link), whose
+sink it makes: :class:`~pcs._store.sqlite_sink.SqliteSink` or ``ClientSink``.
 Backends are cached per URI, so every Run of a process that talks to the same
 store shares one client. MLflow is imported only when a backend first needs it.
 """
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcs import settings
 from pcs._journal import Journal, default_directory
+from pcs._store.agent_link import make_writer
 from pcs._store.client_sink import ClientContext, ClientSink, is_not_found, open_client
 from pcs._store.sqlite_sink import SqliteSink
 from pcs._store.uri import LOCAL_ID_PREFIX, assigns_ids, current_tracking_uri, sqlite_path
@@ -198,7 +198,7 @@ class Backend:
                     journal = None
                     if settings.JOURNAL.get():
                         journal = Journal(default_directory(), self.tracking_uri)
-                    writer = Writer(self.make_sink, journal, store=self.tracking_uri)
+                    writer = make_writer(self.make_sink, journal, self.tracking_uri)
                     self.started_writer = writer
                     for hook in _writer_started:
                         hook(journal is not None)
