@@ -50,7 +50,7 @@ def _db(uri: str) -> Path:
 
 def _count(uri: str, where: str = "1=1") -> int:
     with sqlite3.connect(_db(uri)) as db:
-        return int(db.execute(f"SELECT count(*) FROM runs WHERE {where}").fetchone()[0])  # noqa: S608
+        return int(db.execute(f"SELECT count(*) FROM runs WHERE {where}").fetchone()[0])
 
 
 def _child(code: str, cwd: Path, **popen: object) -> subprocess.Popen[str]:
@@ -103,14 +103,15 @@ def test_agent_delivers_and_flush_waits_for_its_acknowledgement(
     assert pcs.flush(timeout=90)
     # Nothing was delivered by this process: the agent did it, and it is another process.
     agent = _agent_pid(agent_env, tracking_uri)
-    assert agent is not None and agent != os.getpid()
+    assert agent is not None
+    assert agent != os.getpid()
     assert _count(tracking_uri, "status = 'FINISHED'") == 301
     with sqlite3.connect(_db(tracking_uri)) as db:
         metrics = db.execute("SELECT key, value FROM metrics").fetchall()
     assert metrics == [("loss", 0.5)]
     writer = _store.get_backend(tracking_uri).writer
     assert writer.pending == 0
-    assert writer._sink is None  # noqa: SLF001 - no store connection in this process
+    assert writer._sink is None
     # Idle, the agent exits by itself (PCS_AGENT_IDLE_SECONDS=2).
     assert _wait_for(lambda: _agent_pid(agent_env, tracking_uri) is None, 60)
 
@@ -165,7 +166,8 @@ def test_sigkill_of_the_agent_mid_batch_delivers_exactly_once(
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-        assert _wait_for(lambda: _agent_pid(agent_env, tracking_uri) not in (None, pid), 60) \
+        assert _wait_for(lambda gone=pid: _agent_pid(agent_env, tracking_uri)  # type: ignore[misc]
+                         not in (None, gone), 60) \
             or _count(tracking_uri) == total
     out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
@@ -252,3 +254,25 @@ def test_backpressure_beyond_the_journal_budget(
     assert finished.wait(120)  # the agent catches up, the callers go on
     assert pcs.flush(timeout=120)
     assert _count(tracking_uri) == 200
+
+
+def test_a_journal_that_grows_past_its_first_mapping_is_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pcs._journal import Journal, writer
+    from pcs._store.agent import _Tail
+
+    monkeypatch.setattr(writer, "CHUNK", 4096)  # the first mapping: 4 KiB
+    journal = Journal(tmp_path / "journal", "sqlite:////nowhere/mlflow.db")
+    journal.append([["M", "run", [["loss", 0.5, 1, 0]]]], True)
+    tail = _Tail(journal.path, os.open(journal.path, os.O_RDONLY))
+    out: list[list[object]] = []
+    assert tail.read(100, out) == 1  # mapped now, at 4 KiB
+    # One line starting inside the first mapping and ending beyond it: the file grows.
+    journal.append([["M", "run", [["loss", 0.25, 2, 1]]], ["P", "run", {"x": "y" * 6000}]],
+                   True)
+    assert journal.written > 4096
+    assert tail.read(100, out) == 3
+    assert [record[0] for record in out] == ["M", "M", "P"]
+    tail.close()
+    journal.close(delete=True)

@@ -107,7 +107,13 @@ class _Tail:
         while pos < end and taken < limit and pos < stop and buffer[pos] != 0:
             newline = buffer.find(b"\n", pos, end)
             if newline < 0:
-                break
+                # A line running past the end of the mapping: the file grew since it was
+                # mapped (or the line is still being copied). Map it again and look again.
+                grown = self._remap()
+                if grown is None or self.size <= end:
+                    break
+                buffer, end = grown, self.size
+                continue
             found = verify(buffer[pos:newline])
             if found is None:
                 if not self._torn(pos):
