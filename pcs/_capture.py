@@ -253,9 +253,14 @@ def _snapshot(value: list[Any] | dict[Any, Any]) -> dict[str, Any] | None:
         return None
     keys = tuple(value)
     if keys not in _innocent_keys:
-        secret_name = _POLICY.is_secret_name
+        secret_name, named = _POLICY.is_secret_name, _POLICY.named
         for key in keys:
             if type(key) is not str or not _plain_str(key) or secret_name(key):
+                return None
+            try:  # the policy as the encoder asks it; if asking fails, encode now (fail closed)
+                if named(key, value[key]) is not None:
+                    return None
+            except Exception:
                 return None
         if len(_innocent_keys) > 1_000:
             _innocent_keys.clear()
