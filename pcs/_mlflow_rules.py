@@ -52,11 +52,37 @@ def checked_params(params: Mapping[str, Any], run_id: str | None = None) -> dict
 
 
 def checked_tags(tags: Mapping[str, Any], run_id: str | None = None) -> dict[str, str]:
-    """``tags`` as strings, each checked (see :func:`check_key_value`)."""
+    """``tags`` as strings, each checked (see :func:`check_key_value`).
+
+    The same tags again (the environment tags of every top-level call) give the
+    same dict, checked once: it is shared, never to be changed.
+    """
+    last = _last_tags
+    if _same(last[0], tags):
+        return last[1]
     out = {str(k): str(v) for k, v in tags.items()}
     for key, value in out.items():
         check_key_value("tag", key, value, conventions.MAX_TAG_VALUE_LENGTH, run_id)
+    _remember_tags(tags, out)
     return out
+
+
+#: the last tags checked, when they were all strings already: (tags, checked)
+_last_tags: tuple[dict[str, str], dict[str, str]] = ({}, {})
+
+
+def _same(known: dict[str, str], tags: Mapping[str, Any]) -> bool:
+    try:
+        return bool(known == tags)
+    except Exception:  # a value whose == is not a truth value (an array): not the same
+        return False
+
+
+def _remember_tags(tags: Mapping[str, Any], out: dict[str, str]) -> None:
+    global _last_tags
+    if out and type(tags) is dict and all(
+            type(k) is str and type(v) is str for k, v in tags.items()):
+        _last_tags = (dict(tags), out)
 
 
 def metric_value(key: Any, value: Any, run_id: str) -> float | str:

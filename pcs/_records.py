@@ -59,6 +59,7 @@ __all__ = [
     "StartRun",
     "Wire",
     "decode",
+    "merged_into_start",
 ]
 
 #: The version of the records' wire form (the field lists above). A change that an
@@ -278,3 +279,20 @@ def decode(raw: Sequence[Any]) -> Record:
     raise UnknownRecordError(
         kind, f"it has {count - 1} field(s) where {cls.__name__} (record wire form "
               f"{WIRE_VERSION}) has {fewest - 1}" + (f" to {most - 1}" if most > fewest else ""))
+
+
+_EXTRA_TAGS: Final = StartCall._fields.index("extra_tags")
+
+
+def merged_into_start(start: Wire, record: Wire) -> bool:
+    """Merge ``record``, if it sets tags, into ``start``, the wire form of a StartCall not
+    published yet (True); False (nothing done) for other kinds.
+
+    The run gets the same tags as from the two records in order: a start's
+    ``extra_tags`` are applied after pcs's own tags, and later keys win.
+    """
+    if record[0] != "G" or start[0] != "T":
+        return False
+    extra = start[_EXTRA_TAGS]
+    start[_EXTRA_TAGS] = {**extra, **record[2]} if extra else record[2]
+    return True

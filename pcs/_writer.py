@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from pcs import settings
 from pcs._journal import Journal
-from pcs._records import DefineComponent, StartCall, Wire
+from pcs._records import DefineComponent, StartCall, Wire, merged_into_start
 from pcs.exceptions import UnknownRecordError
 
 __all__ = ["BATCH", "LINGER", "MAX_PENDING", "STALL", "Sink", "Writer", "transient"]
@@ -127,6 +127,8 @@ class Writer:
         #: calls started but not yet published: (records, (component key, spec fields))
         self._starts: deque[tuple[list[Wire], tuple[str, Callable[[], dict[str, Any]]]]] = \
             deque()
+        #: run id -> the records of its call started but not yet published
+        self._open_starts: dict[str, list[Wire]] = {}
         atexit.register(self._at_exit)
 
     # -- caller side ------------------------------------------------------------
@@ -141,7 +143,8 @@ class Writer:
         later is ordered after them. They are not acknowledged to the
         user before the call ends, so the journal may receive them late.
         """
-        self._starts.append((records, component))  # deque.append: atomic
+        self._open_starts[records[0][1]] = records  # dict and deque: atomic operations
+        self._starts.append((records, component))
         if self._thread is None or self._idle:
             with self._lock:  # let the writer publish it soon: a long call shows RUNNING
                 if self._thread is None:
@@ -166,16 +169,29 @@ class Writer:
                 spill = self._wait_for_room()  # may release the lock while it waits
             # From here to the end the lock is held: what is taken is enqueued in order.
             if self._starts:
+                if self._amended(records):
+                    return
                 records = [*self._take_starts(), *records]
             self._enqueue(records, sync, spill)
+
+    def _amended(self, records: tuple[Wire, ...] | list[Wire]) -> bool:
+        """Tags set on a call whose start is not published yet (the lock is held): merged
+        into the start's record instead of a record of their own (the environment tags of
+        a top-level call, a plugin's tags): one journal line and one row write less."""
+        if len(records) != 1:
+            return False
+        group = self._open_starts.get(records[0][1])
+        return group is not None and merged_into_start(group[0], records[0])
 
     def _take_starts(self) -> list[Wire]:
         """The records of the calls started since the last publication (the lock is held)."""
         out: list[Wire] = []
         starts = self._starts
         known = self._known_components
+        open_starts = self._open_starts
         while starts:
             records, (key, fields) = starts.popleft()
+            open_starts.pop(records[0][1], None)
             if key not in known:
                 # A component's record precedes its first call, in every thread.
                 known.add(key)
@@ -515,6 +531,7 @@ class Writer:
         self._known_components = set()
         self._component_records = {}
         self._starts = deque()
+        self._open_starts = {}
         self.delivery_lock = threading.Lock()
         self._fork_held = []
         if self._aside is not None:

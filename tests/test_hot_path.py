@@ -246,3 +246,42 @@ def test_backpressure_keeps_every_run_in_order(client: MlflowClient) -> None:
     runs = client.search_runs(["0"], max_results=1000)
     assert len(runs) == 240
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_tags_set_before_a_start_is_published_travel_in_its_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment tags of a top-level call (or a plugin's) join the call's start
+    record while it is unpublished: one record less, and the same tags in the end."""
+    from pcs._records import EndRun, SetTags, StartCall
+    from pcs._writer import Writer
+
+    monkeypatch.setattr(Writer, "_start", lambda self: None)  # no thread: nothing published
+    writer = Writer(lambda: None, None, store="sqlite:///unused.db")  # type: ignore[arg-type, return-value]
+    try:
+        start = StartCall.wire("r1", "0", 1, "k1", "f", "f", None, {}, [], {}, {"own": "1"})
+        writer.start([start], ("k1", lambda: {"name": "f"}))
+        writer.submit([SetTags.wire("r1", {"env": "a", "own": "2"})])
+        writer.submit([SetTags.wire("r1", {"more": "b"})])
+        assert len(writer._queue) == 0  # merged, nothing published yet
+        writer.submit([SetTags.wire("other-run", {"x": "y"})])  # not an open start: a record
+        writer.submit([EndRun.wire("r1", "FINISHED", 2)])
+        kinds = [record[0] for record in writer._queue]
+        assert kinds == ["K", "T", "G", "E"]
+        published = list(writer._queue)[1]
+        assert published[StartCall._fields.index("extra_tags")] == {
+            "own": "2", "env": "a", "more": "b"}
+        writer.submit([SetTags.wire("r1", {"late": "c"})])  # published: a record of its own
+        assert [record[0] for record in writer._queue][-1] == "G"
+    finally:
+        writer._closed = True  # nothing to deliver at exit (there is no sink)
+
+
+def test_a_loop_of_top_level_calls_keeps_the_environment_tags(client: MlflowClient) -> None:
+    runs = [combine(i, 2.0, "x") and pcs.last_run() for i in range(3)]
+    pcs.flush()
+    for run in runs:
+        tags = client.get_run(run.identifier).data.tags
+        assert tags["pcs.env.pid"]
+        assert tags["mlflow.source.type"] == "LOCAL"
+        assert tags["pcs.entry_point"] == "combine"

@@ -34,6 +34,7 @@ from pathlib import Path
 from pcs import settings
 from pcs._journal import DONE_SUFFIX, Journal
 from pcs._records import Wire
+from pcs._store.uri import import_lock
 from pcs._writer import Sink, Writer
 
 __all__ = ["AgentWriter", "agent_alive", "agent_files", "ensure_agent", "make_writer"]
@@ -46,6 +47,9 @@ _TICK = 0.02
 _FLUSH_TICK = 0.002
 #: how often the monitor checks that the agent is alive while records are pending
 _LIVENESS = 0.5
+#: seconds an agent may take to acknowledge its first records before it counts as stalled:
+#: it imports MLflow and may create the store's tables first (many seconds on a busy machine)
+_STARTUP_GRACE = 120.0
 
 _launch_lock = threading.Lock()
 #: agents this process started, to reap them (no zombie) once they exit
@@ -121,7 +125,19 @@ def make_writer(sink_factory: Callable[[], Sink], journal: Journal | None, store
     if journal is not None and store.startswith("sqlite:") and \
             settings.DELIVERY.get() == "agent":
         return AgentWriter(sink_factory, journal, store=store)
+    import_before_exit()
     return Writer(sink_factory, journal, store=store)
+
+
+def import_before_exit() -> None:
+    """Import now what a delivery thread's import of MLflow needs that Python refuses to
+    import once the interpreter exits: ``concurrent.futures.thread`` registers a shutdown
+    callback as it is imported. A short program may end before its writer thread has
+    imported MLflow; its exit then delivers (~1.5 ms, once; under the import lock, which
+    ``fork()`` waits for)."""
+    if "concurrent.futures.thread" not in sys.modules:
+        with import_lock():
+            import concurrent.futures.thread  # noqa: F401
 
 
 class AgentWriter(Writer):
@@ -154,6 +170,8 @@ class AgentWriter(Writer):
             if self._budget and self._over_budget():
                 self._wait_for_budget()
             if self._starts:
+                if self._amended(records):
+                    return
                 records = [*self._take_starts(), *records]
             self._enqueue(records, sync, False)
 
@@ -178,6 +196,7 @@ class AgentWriter(Writer):
     def _fall_back(self, exc: OSError) -> None:
         """The journal cannot be written: deliver in this process from now on."""
         self._fallback = True
+        import_before_exit()
         self._disable_journal(exc)
 
     def _over_budget(self) -> bool:
@@ -239,7 +258,8 @@ class AgentWriter(Writer):
         except OSError as exc:
             self._report_failure(OSError(f"cannot start the delivery agent: {exc}"))
             return
-        if now - self._progress_at > self._stall and self._enqueued > self._delivered:
+        stall = self._stall if self._delivered else max(self._stall, _STARTUP_GRACE)
+        if now - self._progress_at > stall and self._enqueued > self._delivered:
             self._report_failure(TimeoutError(
                 f"nothing acknowledged for {now - self._progress_at:.0f} s; see its log "
                 f"{self.log_path}"))

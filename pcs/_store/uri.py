@@ -6,12 +6,15 @@ MLflow itself, and nothing of backends, sinks or runs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import posixpath
+import re
 import sys
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 __all__ = [
     "IMPORT_FORK_WAIT",
@@ -72,13 +75,73 @@ def current_tracking_uri() -> str:
         cwd = os.getcwd()
         if not cached[0] and not cached[1] and cached[2] == cwd:
             return cached[3]
-    mlflow = import_mlflow()
-    uri = str(mlflow.get_tracking_uri())
+    uri = None if explicit else _resolved_without_mlflow(os.fsdecode(env) if env else None)
+    if uri is None:
+        uri = str(import_mlflow().get_tracking_uri())
     absolute = absolute_uri(uri)
     if absolute != uri and cwd is None:
         cwd = os.getcwd()
     _uri_cache = (env, explicit, cwd, absolute)
     return absolute
+
+
+#: whether the installed MLflow's default store is SQLite (3.7 and later); None: not known
+_sqlite_default: bool | None = None
+_DEFAULT_SQLITE_FILE = "mlflow.db"
+_DEFAULT_FILE_STORE = "mlruns"
+_MLFLOW_VERSION = re.compile(r'^VERSION = "(\d+)\.(\d+)\.', re.MULTILINE)
+
+
+def _resolved_without_mlflow(env: str | None) -> str | None:
+    """The tracking URI MLflow would resolve, worked out without importing MLflow (the
+    import takes a second or more: a program's first tracked call must not pay for it);
+    None when only MLflow can tell.
+
+    MLflow's rule (3.x, POSIX): ``MLFLOW_TRACKING_URI`` as given; else, since MLflow 3.7,
+    the file store ``./mlruns`` if it holds an experiment, otherwise the SQLite file
+    ``./mlflow.db``; before 3.7 the file store ``./mlruns``. ``mlflow.set_tracking_uri``
+    is handled by the caller (it means MLflow is imported).
+    """
+    if env:
+        return env
+    if os.name != "posix":
+        return None  # MLflow's Windows paths and URIs: ask MLflow
+    global _sqlite_default
+    if _sqlite_default is None:
+        _sqlite_default = _mlflow_defaults_to_sqlite()
+        if _sqlite_default is None:
+            return None
+    if not _sqlite_default or _holds_file_store(_DEFAULT_FILE_STORE):
+        return Path(os.path.abspath(_DEFAULT_FILE_STORE)).as_uri()
+    return "sqlite:///" + posixpath.abspath(quote(os.path.abspath(_DEFAULT_SQLITE_FILE)))
+
+
+def _mlflow_defaults_to_sqlite() -> bool | None:
+    """Whether the installed MLflow (found, not imported) defaults to SQLite; None if its
+    version cannot be read."""
+    try:
+        spec = importlib.util.find_spec("mlflow")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = next(iter(spec.submodule_search_locations))
+        found = _MLFLOW_VERSION.search(Path(folder, "version.py").read_text("utf-8"))
+    except (OSError, ImportError, ValueError, StopIteration):
+        return None
+    if found is None:
+        return None
+    return (int(found[1]), int(found[2])) >= (3, 7)
+
+
+def _holds_file_store(folder: str) -> bool:
+    """Whether ``folder`` holds MLflow file-store data: a numbered experiment with its
+    ``meta.yaml`` (MLflow then keeps using the file store)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(entry.name.isdigit() and entry.is_dir()
+                       and os.path.lexists(os.path.join(entry.path, "meta.yaml"))
+                       for entry in entries)
+    except OSError:
+        return False
 
 
 def absolute_uri(uri: str) -> str:
