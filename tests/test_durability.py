@@ -50,6 +50,19 @@ def _run_child(code: str, cwd: Path, timeout: float = 120) -> subprocess.Complet
     )
 
 
+@pytest.fixture(params=["thread", "agent"])
+def delivery(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The child processes deliver with a writer thread of their own, or through the
+    delivery agent (``PCS_DELIVERY=agent``). An agent's program does not wait for delivery
+    at exit unless ``PCS_EXIT_WAIT=1``, which these tests set: they read the store as
+    soon as the child has exited."""
+    monkeypatch.setenv("PCS_DELIVERY", request.param)
+    if request.param == "agent":
+        monkeypatch.setenv("PCS_EXIT_WAIT", "1")
+        monkeypatch.setenv("PCS_AGENT_IDLE_SECONDS", "3")
+    return str(request.param)
+
+
 def _by_entry(client: MlflowClient, entry: str) -> list[object]:
     return [
         r for r in stored_runs(client).values()
@@ -57,7 +70,9 @@ def _by_entry(client: MlflowClient, entry: str) -> list[object]:
     ]
 
 
-def test_exit_without_flush_delivers_everything(client: MlflowClient, tmp_path: Path) -> None:
+def test_exit_without_flush_delivers_everything(
+    client: MlflowClient, tmp_path: Path, delivery: str
+) -> None:
     done = _run_child(
         """
         with pcs.run("batch") as r:
@@ -138,7 +153,9 @@ def test_live_owner_is_never_reaped(client: MlflowClient, tmp_path: Path) -> Non
             child.stdout.close()
 
 
-def test_sigterm_marks_open_runs_killed(client: MlflowClient, tmp_path: Path) -> None:
+def test_sigterm_marks_open_runs_killed(
+    client: MlflowClient, tmp_path: Path, delivery: str
+) -> None:
     done = _run_child(
         """
         with pcs.run("terminated") as r:
@@ -155,8 +172,32 @@ def test_sigterm_marks_open_runs_killed(client: MlflowClient, tmp_path: Path) ->
     assert len(_by_entry(client, "step")) == 1
 
 
+def test_sigterm_right_after_the_first_call_on_a_new_store_delivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread of a program terminated right after its first call is still
+    importing MLflow and creating the store: SIGTERM waits for it (bounded)."""
+    uri = f"sqlite:///{tmp_path}/new.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    done = _run_child(
+        """
+        with pcs.run("terminated") as r:
+            step(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            import time; time.sleep(60)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == -signal.SIGTERM
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        rows = sorted(conn.execute("SELECT name, status FROM runs"))
+    assert rows == [("step(i=1)", "FINISHED"), ("terminated", "KILLED")]
+
+
 @pytest.mark.timeout(600)  # 16 interpreters importing MLflow on a small CI machine
-def test_16_processes_into_one_sqlite_file(client: MlflowClient, tmp_path: Path) -> None:
+def test_16_processes_into_one_sqlite_file(
+    client: MlflowClient, tmp_path: Path, delivery: str
+) -> None:
     code = PRELUDE + textwrap.dedent(
         """
         with pcs.run("proc-" + sys.argv[1]) as r:
@@ -262,7 +303,9 @@ def test_store_locked_then_back_delivers_once(
     assert sorted(int(w.data.params["arg.i"]) for w in works) == list(range(200))  # type: ignore[attr-defined]
 
 
-def test_no_run_left_running_at_exit(client: MlflowClient, tmp_path: Path) -> None:
+def test_no_run_left_running_at_exit(
+    client: MlflowClient, tmp_path: Path, delivery: str
+) -> None:
     done = _run_child(
         """
         import threading, time
@@ -287,7 +330,7 @@ def test_no_run_left_running_at_exit(client: MlflowClient, tmp_path: Path) -> No
 
 
 def test_a_run_a_daemon_thread_starts_during_exit_ends_killed(
-    client: MlflowClient, tmp_path: Path
+    client: MlflowClient, tmp_path: Path, delivery: str
 ) -> None:
     """The open runs are ended at exit; a daemon thread that starts a run after that
     (here: from an exit handler that runs later) must not leave it RUNNING."""

@@ -185,6 +185,24 @@ def _flush_in_multiprocessing_children() -> None:
 
 # -- SIGTERM: mark open runs KILLED, deliver, then let the signal proceed -------------
 _sigterm_installed = False
+#: seconds SIGTERM waits for delivery at most (a container's stop grace period is typically
+#: 10-30 s); a store that fails ends the wait at once. What is not delivered then stays in
+#: the journal (``pcs recover``, or the next pcs process, delivers it).
+SIGTERM_WAIT = 25.0
+
+
+def _deliver_before_termination() -> None:
+    """End the open runs KILLED, then wait for delivery while it can succeed: the writer
+    thread of a program terminated soon after its first call may still be importing MLflow
+    or opening the store."""
+    deadline = time.monotonic() + SIGTERM_WAIT
+    end_open_runs("KILLED", 0.5)
+    while time.monotonic() < deadline:
+        if flush_all(0.5):
+            return
+        if any(backend.started_writer is not None and backend.started_writer.failing
+               for backend in facade.all_backends()):
+            return
 
 
 def _install_sigterm_handler() -> None:
@@ -204,10 +222,10 @@ def _install_sigterm_handler() -> None:
         # bounded wait whatever happens.
         try:
             worker = threading.Thread(
-                target=end_open_runs, args=("KILLED", 5.0), name="pcs-sigterm", daemon=True
+                target=_deliver_before_termination, name="pcs-sigterm", daemon=True
             )
             worker.start()
-            worker.join(8.0)
+            worker.join(SIGTERM_WAIT + 3.0)
         except Exception as exc:  # e.g. the interpreter is shutting down
             _log.debug("pcs: SIGTERM handling skipped: %s", exc)
         finally:
