@@ -276,3 +276,23 @@ def test_a_journal_that_grows_past_its_first_mapping_is_followed(
     assert [record[0] for record in out] == ["M", "M", "P"]
     tail.close()
     journal.close(delete=True)
+
+
+def test_the_agents_lock_is_held_from_the_moment_it_is_started(
+    agent_env: Path, tracking_uri: str
+) -> None:
+    """The process starting an agent takes its lock and hands it over: the others see an
+    agent at once, not only once it has imported pcs, so no second one starts meanwhile
+    (on a busy machine, many did, competing for the CPU the first one needed)."""
+    agent_env.mkdir(parents=True)
+    lock, log = agent_link.agent_files(agent_env, tracking_uri)
+    assert agent_link.ensure_agent(agent_env, tracking_uri) is True
+    assert agent_link.agent_alive(lock)
+    assert agent_link.ensure_agent(agent_env, tracking_uri) is False
+    pid = _wait_for(lambda: _agent_pid(agent_env, tracking_uri) is not None)
+    assert pid, log.read_text() if log.exists() else "no agent log"
+    # It idles out (PCS_AGENT_IDLE_SECONDS=2) and frees the lock; then one starts again.
+    assert _wait_for(lambda: not agent_link.agent_alive(lock))
+    assert "Traceback" not in log.read_text()
+    assert agent_link.ensure_agent(agent_env, tracking_uri) is True
+    assert agent_link.ensure_agent(agent_env, tracking_uri) is False

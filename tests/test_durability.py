@@ -59,6 +59,7 @@ def delivery(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PCS_DELIVERY", request.param)
     if request.param == "agent":
         monkeypatch.setenv("PCS_EXIT_WAIT", "1")
+        monkeypatch.setenv("PCS_EXIT_FLUSH_TIMEOUT", "180")  # a loaded CI machine
         monkeypatch.setenv("PCS_AGENT_IDLE_SECONDS", "3")
     return str(request.param)
 

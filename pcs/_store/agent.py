@@ -376,15 +376,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pcs-agent", description=__doc__.split("\n")[0])
     parser.add_argument("--store", required=True, help="the tracking URI to deliver to")
     parser.add_argument("--journal-dir", required=True, help="the journals' directory")
+    parser.add_argument("--lock-fd", type=int, default=None,
+                        help="the agent's lock, already taken by the process starting it")
     args = parser.parse_args(argv)
     directory = Path(args.journal_dir)
-    lock_path, _ = agent_files(directory, args.store)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | OPEN_FLAGS, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return 0  # another agent delivers here
+    if args.lock_fd is not None:
+        fd = args.lock_fd  # inherited with its flock: this process holds it now
+        os.set_inheritable(fd, False)
+    else:
+        lock_path, _ = agent_files(directory, args.store)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | OPEN_FLAGS, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return 0  # another agent delivers here
     os.ftruncate(fd, 0)
     os.write(fd, b"%d\n" % os.getpid())
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,

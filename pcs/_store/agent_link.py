@@ -52,6 +52,8 @@ _LIVENESS = 0.5
 _STARTUP_GRACE = 120.0
 
 _launch_lock = threading.Lock()
+#: the agent's lock while :func:`ensure_agent` hands it to a new agent
+_handing: int | None = None
 #: agents this process started, to reap them (no zombie) once they exit
 _children: list[subprocess.Popen[bytes]] = []
 
@@ -87,30 +89,65 @@ def agent_alive(lock_path: Path) -> bool:
 def ensure_agent(directory: Path, tracking_uri: str) -> bool:
     """Start the agent of this store and directory unless one runs; True if one was started.
 
-    Two processes may both start one: the second agent finds the lock taken
-    and exits at once, so exactly one delivers.
+    The caller takes the agent's lock itself and hands it to the new process
+    (the inherited descriptor keeps the ``flock``): from the moment an agent
+    is decided on, the lock is held, so the other processes writing here see
+    an agent at once and none starts a second while the first imports (on a
+    busy machine, many would otherwise start and compete for the CPU the
+    first one needs). A process forked meanwhile closes its copy at once
+    (:func:`_after_fork_in_child`).
     """
+    global _handing
     lock_path, log_path = agent_files(directory, tracking_uri)
     with _launch_lock:
         _reap()
-        if agent_alive(lock_path):
-            return False
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = package_root if not path else f"{package_root}{os.pathsep}{path}"
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "pcs._store.agent", "--store", tracking_uri,
-                 "--journal-dir", str(directory)],
-                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                start_new_session=True, close_fds=True, env=env,
-            )
+            fd = _handing = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # the directory was removed: nothing to deliver from it
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return False  # an agent holds it
+                raise
+            package_root = str(Path(__file__).resolve().parents[2])
+            env = dict(os.environ)
+            path = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = package_root if not path else f"{package_root}{os.pathsep}{path}"
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             0o600)
+            try:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", "pcs._store.agent", "--store", tracking_uri,
+                     "--journal-dir", str(directory), "--lock-fd", str(fd)],
+                    stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                    start_new_session=True, close_fds=True, pass_fds=(fd,), env=env,
+                )
+            finally:
+                os.close(log_fd)
         finally:
-            os.close(log_fd)
+            _handing = None
+            os.close(fd)  # the child's copy keeps the lock (or, if none started, it is freed)
         _children.append(child)
         return True
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while an agent was being started must not keep its lock."""
+    global _launch_lock, _handing
+    _launch_lock = threading.Lock()
+    if _handing is not None:
+        try:
+            os.close(_handing)  # the parent's descriptor still holds the lock
+        except OSError:
+            pass
+        _handing = None
+    _children.clear()  # the parent's to reap
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _reap() -> None:
@@ -368,6 +405,12 @@ class AgentWriter(Writer):
         delivered = self.pending == 0
         if not delivered and (timeout is None or timeout > 0):
             delivered = self.flush(timeout)
+            if not delivered and not self._fallback:
+                _log.warning(
+                    "pcs: the delivery agent has not delivered %d record(s) of this process "
+                    "within %s s; it delivers them after this process ends (its log: %s). "
+                    "Raise PCS_EXIT_FLUSH_TIMEOUT to wait longer.",
+                    self.pending, timeout, self.log_path)
         if not delivered and self._enqueued > self._delivered:
             try:
                 ensure_agent(self.directory, self.store)
