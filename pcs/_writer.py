@@ -164,9 +164,7 @@ class Writer:
         are not acknowledged to the user yet.
         """
         with self._lock:  # the Condition's own lock: cheaper to take than the Condition
-            spill = False
-            if self._spilled or len(self._queue) >= self._max_pending:
-                spill = self._wait_for_room()  # may release the lock while it waits
+            spill = self._make_room()  # may release the lock while it waits
             # From here to the end the lock is held: what is taken is enqueued in order.
             if self._starts:
                 if self._amended(records):
@@ -174,11 +172,17 @@ class Writer:
                 records = [*self._take_starts(), *records]
             self._enqueue(records, sync, spill)
 
+    def _make_room(self) -> bool:
+        """Wait while the queue is full (the lock is held); True: spill to the journal."""
+        if self._spilled or len(self._queue) >= self._max_pending:
+            return self._wait_for_room()
+        return False
+
     def _amended(self, records: tuple[Wire, ...] | list[Wire]) -> bool:
         """Tags set on a call whose start is not published yet (the lock is held): merged
         into the start's record instead of a record of their own (the environment tags of
         a top-level call, a plugin's tags): one journal line and one row write less."""
-        if len(records) != 1:
+        if len(records) != 1 or records[0][0] != "G":  # SetTags
             return False
         group = self._open_starts.get(records[0][1])
         return group is not None and merged_into_start(group[0], records[0])
@@ -212,6 +216,8 @@ class Writer:
         journal = self.journal
         if journal is not None:
             try:
+                if journal.full and self._all_delivered():
+                    self._rotate(journal)
                 journal.append(records, sync or spill)
             except OSError as exc:
                 self._disable_journal(exc)
@@ -228,6 +234,15 @@ class Writer:
             self._start()
         elif was_empty and self._idle:
             self._cond.notify_all()  # wake the writer only when it sleeps on an empty queue
+
+    def _all_delivered(self) -> bool:
+        """Every record journaled so far is in the store (the lock is held)."""
+        return self._delivered == self._enqueued and not self._spilled
+
+    def _rotate(self, journal: Journal) -> None:
+        """Go on in the journal's next segment; the delivered one is removed (lock held)."""
+        journal.rotate()
+        self._known_components.clear()  # a segment is recovered alone: its components too
 
     def _wait_for_room(self) -> bool:
         """Backpressure (the lock is held): wait for room; True to spill to the journal."""
@@ -445,20 +460,23 @@ class Writer:
             self._report_failure(TimeoutError(f"no answer for {quiet:.0f} s"))
 
     def _report_failure(self, exc: Exception) -> None:
+        """Remember when delivery began failing; warn once (until it delivers again)."""
         if self._failing_since is None:
             self._failing_since = time.monotonic()
         if not self._warned:
             self._warned = True
-            _log.warning(
-                "pcs: cannot write to the tracking store %s (%s: %s). Your code keeps running; "
-                "%d record(s) wait in memory and in the journal %s and will be delivered when "
-                "the store is reachable (or by `pcs recover` after this process ends).",
-                self.store or (self.journal.tracking_uri if self.journal is not None else "?"),
-                type(exc).__name__,
-                exc,
-                self.pending,
-                self.journal.path if self.journal is not None else "(none)",
-            )
+            _log.warning("%s", self._failure_message(exc))
+
+    def _failure_message(self, exc: Exception) -> str:
+        journal = self.journal
+        return (
+            f"pcs: cannot write to the tracking store "
+            f"{self.store or (journal.tracking_uri if journal is not None else '?')} "
+            f"({type(exc).__name__}: {exc}). Your code keeps running; {self.pending} record(s) "
+            f"wait in memory and in the journal "
+            f"{journal.path if journal is not None else '(none)'} and will be delivered when "
+            "the store is reachable (or by `pcs recover` after this process ends)."
+        )
 
     def _disable_journal(self, exc: OSError) -> None:
         self.journal = None

@@ -55,6 +55,7 @@ __all__ = [
     "JOURNAL",
     "JOURNAL_BUDGET_MB",
     "JOURNAL_DIR",
+    "JOURNAL_SEGMENT_MB",
     "PARENT_EXPERIMENT_ID",
     "PARENT_RUN_ID",
     "PARENT_TRACKING_URI",
@@ -223,6 +224,13 @@ JOURNAL_BUDGET_MB: Setting[float] = Setting(
     doc="With the delivery agent: undelivered journal bytes a process may hold before its "
         "callers wait for the agent (backpressure).",
 )
+JOURNAL_SEGMENT_MB: Setting[float] = Setting(
+    "PCS_JOURNAL_SEGMENT_MB", 64.0, _megabytes, accepts="a number of MiB (0: one file)",
+    shown_default="``64``",
+    doc="SQLite stores: a journal goes on in a new file once this many bytes are written "
+        "and all of them are delivered; the delivered file is removed (disk stays bounded "
+        "while a process runs).",
+)
 EXIT_WAIT: Setting[bool] = Setting(
     "PCS_EXIT_WAIT", False, _flag, accepts=_FLAG, shown_default="``0``",
     doc="With the delivery agent: ``1`` makes interpreter exit wait (up to "
@@ -316,6 +324,7 @@ EXPERIMENT: Setting[str | None] = Setting(
 #: every setting, in the documentation's order
 ALL: tuple[Setting[Any], ...] = (
     DISABLED, EXPERIMENT, JOURNAL_DIR, JOURNAL, DELIVERY, AGENT_IDLE_SECONDS, JOURNAL_BUDGET_MB,
+    JOURNAL_SEGMENT_MB,
     EXIT_WAIT, EXIT_FLUSH_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS,
     STALL_SECONDS, READ_TIMEOUT, RUN_ID_TIMEOUT, FORK_WAIT_SECONDS, AUTO_RECOVER, HANDLE_SIGTERM,
     INSTRUMENT_POOLS, PARENT_RUN_ID, PARENT_TRACKING_URI, PARENT_EXPERIMENT_ID,

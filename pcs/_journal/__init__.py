@@ -21,6 +21,13 @@ before it was named, whose records are of version 1). The writer appends the
 number of the last record it has delivered to MLflow to ``<file>.done`` after
 each batch.
 
+Segments (SQLite stores, ``PCS_JOURNAL_SEGMENT_MB``): once a file holds that
+many bytes and all of its records are delivered, the process goes on in a new
+file ``<...>-<id>s<n>.jsonl`` and removes the old one. Numbers go on across
+segments; the new header adds ``"segment"``, ``"first"`` (its first record's
+number) and ``"open"`` (the runs started in earlier segments and not ended:
+recovery reaps them if the process dies).
+
 Damage stays local to the damaged bytes: a reader skips what does not verify
 (a flipped bit, a zeroed page, a torn or truncated line, inserted garbage),
 resynchronizes at the next line that verifies — numbering never depends on

@@ -41,6 +41,60 @@ STEP = 64 * 1024
 OPEN_FLAGS = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
 
+
+class DoneLog:
+    """A journal's ``.done`` file: the number of the last record that reached the store,
+    appended (one number per line) by whoever delivers — the owner's writer thread, the
+    delivery agent — and read back by the owner (``latest``, its tail only) and by
+    recovery (:func:`acknowledged`, the whole file)."""
+
+    def __init__(self, journal: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(journal) + DONE_SUFFIX
+        self._append_fd: int | None = None
+        self._read_fd: int | None = None
+
+    def append(self, seq: int) -> None:
+        """Record that every record up to ``seq`` reached the store."""
+        if self._append_fd is None:
+            self._append_fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND |
+                                      OPEN_FLAGS, 0o600)
+        os.write(self._append_fd, b"%d\n" % seq)
+
+    def latest(self) -> int:
+        """The highest complete number in the file's last bytes (0 while there is none)."""
+        fd = self._read_fd
+        if fd is None:
+            try:
+                fd = self._read_fd = os.open(self.path, os.O_RDONLY | OPEN_FLAGS)
+            except FileNotFoundError:
+                return 0
+        size = os.fstat(fd).st_size
+        start = max(0, size - 64)
+        pieces = os.pread(fd, 64, start).split(b"\n")
+        # Complete lines only: not the last piece (no newline yet), nor a first piece the
+        # window cut (a number's tail).
+        complete = pieces[:-1] if start == 0 else pieces[1:-1]
+        return max((int(p) for p in complete if p.isdigit()), default=0)
+
+    def close(self) -> None:
+        for fd in (self._append_fd, self._read_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:  # pragma: no cover - a descriptor closed under us
+                    pass
+        self._append_fd = self._read_fd = None
+
+
+def acknowledged(journal: str | os.PathLike[str]) -> int:
+    """The highest number in a journal's ``.done`` file (0 if it has none)."""
+    try:
+        with open(os.fspath(journal) + DONE_SUFFIX, "rb") as fh:
+            return max((int(raw) for raw in fh.read().split() if raw.isdigit()), default=0)
+    except FileNotFoundError:
+        return 0
+
+
 def line(seq: int, obj: Any) -> bytes:
     """One journal line holding ``obj``, whose first record is number ``seq``."""
     try:

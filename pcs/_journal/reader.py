@@ -29,6 +29,7 @@ from pcs._journal.format import (
     STEP,
     SUFFIX,
     Damage,
+    acknowledged,
     describe,
     numbered,
     read_header,
@@ -83,14 +84,7 @@ class JournalFile:
         ``damage``, written to the quarantine file and reported in one warning
         (not with ``check_only``: a first pass that only looks at the records).
         """
-        done = 0
-        try:
-            with open(str(self.path) + DONE_SUFFIX, encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    if line.strip().isdigit():
-                        done = max(done, int(line))
-        except FileNotFoundError:
-            pass
+        done = acknowledged(self.path)
         damage: list[Damage] = []
         with _mapped(self.fd) as (buffer, end):
             for seq, record in numbered(buffer, end, damage):

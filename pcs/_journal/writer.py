@@ -21,6 +21,7 @@ from pcs._journal.format import (
     OPEN_FLAGS,
     SUFFIX,
     Damage,
+    DoneLog,
     describe,
     line,
     numbered,
@@ -31,6 +32,9 @@ _log = logging.getLogger("pcs")
 
 JOURNAL_DIR_ENV = settings.JOURNAL_DIR.name
 #: The journal file grows in steps of this many bytes (mapped, zero-filled at the end).
+#: Only the part from the page of the next write on is mapped: written records stay in the
+#: file, and the process's resident memory for its journal stays about this size however
+#: long the journal grows.
 CHUNK = 4 * 1024 * 1024
 
 
@@ -112,21 +116,74 @@ class Journal:
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.start = process_start_time(self.pid) or str(time.time_ns())
-        self.path = directory / f"{self.host}-{self.pid}-{self.start}-{id(self):x}{SUFFIX}"
+        self.path = self._segment_path(0)
         self._fd: int | None = None
         self._mm: mmap.mmap | None = None
-        self._size = 0
+        self._base = 0  # the file offset where the mapping starts
+        self._size = 0  # the file's size (the mapping ends there)
         self._offset = 0
         self._seq = 0  # records written to the file so far
         self._buffer: list[list[Any]] = []
-        self._done_fd: int | None = None
+        self._done = DoneLog(self.path)
         #: set when a record could not be delivered: the file is kept at exit
         self.keep = False
+        #: a segment is full at this many bytes (0: one file for the process's life); only
+        #: for SQLite stores, whose run ids pcs makes (a reaped run needs no start record)
+        self.segment_bytes = int(settings.JOURNAL_SEGMENT_MB.get() * 1024 * 1024) \
+            if tracking_uri.startswith("sqlite:") else 0
+        self._segment = 0
+        self._earlier = 0  # bytes of the segments before this one
+        #: runs started and not ended (in insertion order), named in the next segment's header
+        self._open_runs: dict[str, None] | None = {} if self.segment_bytes else None
+
+    def _segment_path(self, segment: int) -> Path:
+        mark = f"s{segment}" if segment else ""
+        return self.directory / f"{self.host}-{self.pid}-{self.start}-{id(self):x}{mark}{SUFFIX}"
 
     @property
     def written(self) -> int:
-        """Bytes written to the file so far (the header included)."""
-        return self._offset
+        """Bytes written so far, to every segment (headers included)."""
+        return self._earlier + self._offset
+
+    @property
+    def full(self) -> bool:
+        """Whether this segment reached ``PCS_JOURNAL_SEGMENT_MB`` (see :meth:`rotate`)."""
+        return bool(self.segment_bytes) and self._offset >= self.segment_bytes
+
+    def rotate(self) -> None:
+        """Go on in a new segment file and remove this one, once all of it is delivered.
+
+        The caller (the writer, under its lock) has seen every record of this
+        segment acknowledged. The new file is created first, its header naming
+        the runs still open (recovery reaps them if the process dies: their
+        starts are in the store, their records in no file any more) and the
+        number of its first record (numbers go on across segments); only then
+        is this segment removed: there is never a moment with no file naming
+        an open run.
+        """
+        self.sync()
+        old = (self._mm, self._fd, self.path, self._done)
+        earlier, offset = self._earlier, self._offset
+        self._segment += 1
+        self.path = self._segment_path(self._segment)
+        self._done = DoneLog(self.path)
+        self._mm = self._fd = None
+        self._earlier += offset
+        try:
+            self._open()
+        except BaseException:
+            self._segment -= 1
+            self._mm, self._fd, self.path, self._done = old
+            self._earlier, self._offset = earlier, offset
+            raise
+        mapped, fd, path, done = old
+        for gone in (path, Path(done.path)):
+            gone.unlink(missing_ok=True)
+        done.close()
+        if mapped is not None:
+            mapped.close()
+        if fd is not None:
+            os.close(fd)  # the lock goes last: the file is already gone
 
     def _open(self) -> mmap.mmap:
         _prepare_directory(self.directory)
@@ -139,6 +196,7 @@ class Journal:
             _reserve(fd, 0, CHUNK)
             self._mm = mmap.mmap(fd, CHUNK, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             self._fd = fd
+            self._base = 0
             self._size = CHUNK
             self._offset = 0
             header = {
@@ -150,6 +208,10 @@ class Journal:
                 "tracking_uri": self.tracking_uri,
                 "created": time.time(),
             }
+            if self._segment:
+                header["segment"] = self._segment
+                header["first"] = self._seq + 1
+                header["open"] = list(self._open_runs or ())
             self._put(line(0, ["H", header]))
             os.rename(new, self.path)
         except BaseException:
@@ -167,13 +229,25 @@ class Journal:
         mapped = self._mm if self._mm is not None else self._open()
         end = self._offset + len(data)
         if end > self._size:
-            size = max(self._size * 2, end + CHUNK)
-            if self._fd is not None:
-                _reserve(self._fd, self._size, size - self._size)
-            mapped.resize(size)
-            self._size = size
-        mapped[self._offset:end] = data
+            mapped = self._slide(mapped, end)
+        base = self._base
+        mapped[self._offset - base:end - base] = data
         self._offset = end
+
+    def _slide(self, old: mmap.mmap, end: int) -> mmap.mmap:
+        """Grow the file by a :data:`CHUNK` beyond ``end`` and map it from the page of the
+        next write on (the written part is not mapped again: RSS stays bounded)."""
+        fd = self._fd
+        if fd is None:
+            raise OSError(errno.EBADF, "the journal's file is closed", str(self.path))
+        size = end + CHUNK
+        _reserve(fd, self._size, size - self._size)
+        base = self._offset - self._offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(fd, size - base, mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
+        old.close()
+        self._mm, self._base, self._size = mapped, base, size
+        return mapped
 
     def append(self, records: tuple[list[Any], ...] | list[list[Any]], sync: bool) -> None:
         """Add ``records``; with ``sync`` write everything buffered so far to the file.
@@ -183,6 +257,14 @@ class Journal:
         is acknowledged or visible in MLflow is in the file first.
         """
         self._buffer.extend(records)
+        open_runs = self._open_runs
+        if open_runs is not None:
+            for record in records:
+                kind = record[0]
+                if kind == "T" or kind == "R":  # StartCall, StartRun
+                    open_runs[record[1]] = None
+                elif kind == "E":  # EndRun
+                    open_runs.pop(record[1], None)
         if sync:
             self.sync()
 
@@ -200,14 +282,17 @@ class Journal:
     def read(self, first: int, count: int) -> list[list[Any]]:
         """Records ``first`` .. ``first + count - 1`` back from the file."""
         self.sync()
-        if self._mm is None:
+        if self._mm is None or self._fd is None:
             return []
         out: list[list[Any]] = []
         damage: list[Damage] = []
-        for seq, record in numbered(self._mm, self._offset, damage, first):
-            if seq >= first + count:
-                break
-            out.append(record)
+        # The whole written part, mapped for this read only (the writing mapping starts
+        # at the page of the next write).
+        with mmap.mmap(self._fd, self._offset, mmap.MAP_SHARED, mmap.PROT_READ) as whole:
+            for seq, record in numbered(whole, self._offset, damage, first):
+                if seq >= first + count:
+                    break
+                out.append(record)
         if damage:
             _log.warning("pcs: the journal %s of this process is damaged: %s", self.path,
                          describe(damage))
@@ -215,27 +300,24 @@ class Journal:
 
     def mark_done(self, seq: int) -> None:
         """Record that every record up to ``seq`` reached the store."""
-        if self._done_fd is None:
-            self._done_fd = os.open(
-                str(self.path) + DONE_SUFFIX,
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | OPEN_FLAGS,
-                0o600,
-            )
-        os.write(self._done_fd, f"{seq}\n".encode())
+        self._done.append(seq)
 
-    def close(self, delete: bool) -> None:
-        """Close the files; ``delete`` removes them (everything was delivered)."""
+    def close(self, delete: bool, trim: bool = True) -> None:
+        """Close the files; ``delete`` removes them (everything was delivered). ``trim``
+        drops the unused, zeroed tail of a kept file; not while a delivery agent may have
+        it mapped (a read past a shortened file's end is a SIGBUS there; readers stop at
+        the zeros anyway)."""
         if not delete:
             self.sync()
         if self._mm is not None:
             self._mm.close()
             self._mm = None
-            if self._fd is not None and not delete:
-                os.ftruncate(self._fd, self._offset)  # drop the unused, zeroed tail
-        for fd in (self._done_fd, self._fd):
-            if fd is not None:
-                os.close(fd)
-        self._fd = self._done_fd = None
+            if self._fd is not None and not delete and trim:
+                os.ftruncate(self._fd, self._offset)
+        self._done.close()
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
         if delete:
             for path in (self.path, Path(str(self.path) + DONE_SUFFIX)):
                 try:
@@ -251,11 +333,11 @@ class Journal:
             except (BufferError, ValueError):
                 pass
             self._mm = None
-        for fd in (self._fd, self._done_fd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._fd = self._done_fd = None
+        self._done.close()
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None
         self._buffer = []

@@ -44,8 +44,8 @@ import time
 from pathlib import Path
 
 from pcs import settings
-from pcs._journal import DONE_SUFFIX, SUFFIX, Journal, check_file
-from pcs._journal.format import OPEN_FLAGS, loads, read_header, verify
+from pcs._journal import SUFFIX, Journal, check_file
+from pcs._journal.format import OPEN_FLAGS, DoneLog, acknowledged, loads, read_header, verify
 from pcs._records import StartCall, Wire
 from pcs._store.agent_link import agent_files
 from pcs._store.facade import get_backend
@@ -64,6 +64,8 @@ _TORN_GRACE = 2.0
 _SCAN_EVERY = 0.2
 #: journal bytes read into one batch at most (besides BATCH records)
 _BATCH_BYTES = 1 << 20
+#: bytes read past the start of a journal's mapping before it is mapped from further on
+_WINDOW_SLACK = 4 << 20
 #: where a call's component key sits in its record
 _KEY = StartCall._fields.index("key")
 
@@ -75,48 +77,63 @@ class _Tail:
         self.path = path
         self.fd = fd
         self.mapped: mmap.mmap | None = None
+        self.base = 0  # the file offset where the mapping starts
         self.size = 0
         self.cursor = 0  # the offset of the next line to read
-        self.done = _acknowledged(path)  # records up to this number are delivered
+        self.done = acknowledged(path)  # records up to this number are delivered
         self.read_to = self.done  # records up to this number are read (maybe not delivered)
         self.torn_at = -1  # the offset of a line that did not verify yet
         self.torn_since = 0.0
-        self._done_fd: int | None = None
+        self._done_log = DoneLog(path)
 
     def _remap(self) -> mmap.mmap | None:
+        """Map the file from the page of the next line to read on (the part already read
+        is not mapped again: the agent's memory stays bounded however long journals grow)."""
         size = os.fstat(self.fd).st_size
-        if size != self.size or self.mapped is None:
+        cursor = self.cursor
+        if size != self.size or self.mapped is None or cursor - self.base > _WINDOW_SLACK:
             if self.mapped is not None:
                 self.mapped.close()
                 self.mapped = None
-            self.size = size
-            if size:
-                self.mapped = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            base = cursor - cursor % mmap.ALLOCATIONGRANULARITY
+            self.size, self.base = size, base
+            if size > base:
+                self.mapped = mmap.mmap(self.fd, size - base, mmap.MAP_SHARED, mmap.PROT_READ,
+                                        offset=base)
         return self.mapped
 
     def read(self, limit: int, out: list[Wire]) -> int:
         """Append the records written since the last read (up to about ``limit``) to
-        ``out``; returns the number of the last record read (``read_to``)."""
+        ``out``; returns the number of the last record read (``read_to``).
+
+        Offsets into the mapping are relative to :attr:`base` (the file offset where it
+        starts); :attr:`cursor` and :attr:`size` are file offsets."""
         buffer = self.mapped
-        if buffer is None or self.cursor >= self.size or buffer[self.cursor] == 0:
+        cursor = self.cursor
+        if buffer is None or cursor >= self.size or cursor - self.base > _WINDOW_SLACK or \
+                buffer[cursor - self.base] == 0:
             buffer = self._remap()
         if buffer is None:
             return self.read_to
-        pos, end, taken = self.cursor, self.size, 0
-        stop = pos + _BATCH_BYTES  # a batch of big records is cut short: acknowledged sooner
-        while pos < end and taken < limit and pos < stop and buffer[pos] != 0:
+        base = self.base
+        pos, end, taken = self.cursor - base, self.size - base, 0
+        stop = self.cursor + _BATCH_BYTES  # a batch of big records is cut short: acked sooner
+        while pos < end and taken < limit and base + pos < stop and buffer[pos] != 0:
             newline = buffer.find(b"\n", pos, end)
             if newline < 0:
                 # A line running past the end of the mapping: the file grew since it was
                 # mapped (or the line is still being copied). Map it again and look again.
+                known = self.size
+                self.cursor = base + pos
                 grown = self._remap()
-                if grown is None or self.size <= end:
+                if grown is None or self.size <= known:
                     break
-                buffer, end = grown, self.size
+                buffer, base = grown, self.base
+                pos, end = self.cursor - base, self.size - base
                 continue
             found = verify(buffer[pos:newline])
             if found is None:
-                if not self._torn(pos):
+                if not self._torn(base + pos):
                     break  # half copied, maybe: read it again at the next look
                 pos = newline + 1
                 continue
@@ -136,7 +153,7 @@ class _Tail:
                     out.append(record)
                     taken += 1
                 self.read_to = max(self.read_to, number)
-        self.cursor = pos
+        self.cursor = base + pos
         return self.read_to
 
     def _torn(self, pos: int) -> bool:
@@ -155,10 +172,7 @@ class _Tail:
         """Append ``seq`` to ``<journal>.done``: everything up to it reached the store."""
         if seq <= self.done:
             return
-        if self._done_fd is None:
-            self._done_fd = os.open(str(self.path) + DONE_SUFFIX,
-                                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | OPEN_FLAGS, 0o600)
-        os.write(self._done_fd, b"%d\n" % seq)
+        self._done_log.append(seq)
         self.done = seq
 
     def owner_gone(self) -> bool:
@@ -174,20 +188,8 @@ class _Tail:
         if self.mapped is not None:
             self.mapped.close()
             self.mapped = None
-        for fd in (self.fd, self._done_fd):
-            if fd is not None:
-                os.close(fd)
-        self._done_fd = None
-
-
-def _acknowledged(path: Path) -> int:
-    """The last number in ``<journal>.done`` (0 if none)."""
-    try:
-        with open(str(path) + DONE_SUFFIX, "rb") as fh:
-            numbers = [int(raw) for raw in fh.read().split() if raw.isdigit()]
-    except FileNotFoundError:
-        return 0
-    return max(numbers, default=0)
+        os.close(self.fd)
+        self._done_log.close()
 
 
 class Agent:

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pcs import settings
-from pcs._journal import DONE_SUFFIX, Journal
+from pcs._journal import Journal
+from pcs._journal.format import DoneLog
 from pcs._records import Wire
 from pcs._store.uri import import_lock
 from pcs._writer import Sink, Writer
@@ -192,25 +193,19 @@ class AgentWriter(Writer):
         super().__init__(sink_factory, journal, store=store)
         self.directory = journal.directory
         self._lock_path, self.log_path = agent_files(journal.directory, store)
-        self._done_fd: int | None = None
+        self._done_log = DoneLog(journal.path)  # the agent's acknowledgements
         self._budget = settings.JOURNAL_BUDGET_MB.get() * 1024 * 1024
         self._progress_at = time.monotonic()  # when the agent last acknowledged something
         self._checked_at = 0.0  # when the agent's liveness was last checked
         self._fallback = False  # the journal failed: deliver in this process instead
 
     # -- caller side ------------------------------------------------------------
-    def submit(self, records: tuple[Wire, ...] | list[Wire], sync: bool = True) -> None:
+    def _make_room(self) -> bool:
         if self._fallback:
-            super().submit(records, sync)
-            return
-        with self._lock:
-            if self._budget and self._over_budget():
-                self._wait_for_budget()
-            if self._starts:
-                if self._amended(records):
-                    return
-                records = [*self._take_starts(), *records]
-            self._enqueue(records, sync, False)
+            return super()._make_room()
+        if self._budget and self._over_budget():
+            self._wait_for_budget()
+        return False
 
     def _enqueue(self, records: list[Wire] | tuple[Wire, ...], sync: bool,
                  spill: bool) -> None:
@@ -219,6 +214,8 @@ class AgentWriter(Writer):
             super()._enqueue(records, sync, spill)
             return
         try:
+            if journal.full and self._all_delivered():
+                self._rotate(journal)
             journal.append(records, sync)
         except OSError as exc:
             self._fall_back(exc)
@@ -229,6 +226,11 @@ class AgentWriter(Writer):
             self._start()
         elif self._idle:
             self._cond.notify_all()
+
+    def _rotate(self, journal: Journal) -> None:
+        super()._rotate(journal)
+        self._done_log.close()
+        self._done_log = DoneLog(journal.path)  # the agent acknowledges in the new segment
 
     def _fall_back(self, exc: OSError) -> None:
         """The journal cannot be written: deliver in this process from now on."""
@@ -254,34 +256,17 @@ class AgentWriter(Writer):
     # -- acknowledgements ----------------------------------------------------------
     def _read_done(self) -> None:
         """Take up what the agent acknowledged (the last number in ``<journal>.done``)."""
-        journal = self.journal
-        if journal is None:
+        if self.journal is None:
             return
-        fd = self._done_fd
-        if fd is None:
-            try:
-                fd = self._done_fd = os.open(str(journal.path) + DONE_SUFFIX,
-                                             os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return
-        size = os.fstat(fd).st_size
-        start = max(0, size - 64)
-        lines = os.pread(fd, 64, start).split(b"\n")
-        # Complete lines only: not the last piece (no newline yet), nor a first piece the
-        # window cut (a number's tail).
-        complete = lines[:-1] if start == 0 else lines[1:-1]
-        for raw in reversed(complete):
-            if raw.isdigit():
-                done = int(raw)
-                if done > self._delivered:
-                    self._delivered = min(done, self._enqueued)
-                    self._progress_at = time.monotonic()
-                    if self._failing_since is not None:
-                        _log.warning("pcs: the delivery agent delivers again.")
-                        self._failing_since = None
-                        self._warned = False
-                    self._cond.notify_all()
-                break
+        done = self._done_log.latest()
+        if done > self._delivered:
+            self._delivered = min(done, self._enqueued)
+            self._progress_at = time.monotonic()
+            if self._failing_since is not None:
+                _log.warning("pcs: the delivery agent delivers again.")
+                self._failing_since = None
+                self._warned = False
+            self._cond.notify_all()
 
     def _check_agent(self, force: bool) -> None:
         """Start the agent when none runs (at most every :data:`_LIVENESS` seconds)."""
@@ -305,17 +290,13 @@ class AgentWriter(Writer):
     def pending(self) -> int:
         return self._enqueued - self._delivered + len(self._starts)
 
-    def _report_failure(self, exc: Exception) -> None:
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-        if not self._warned:
-            self._warned = True
-            _log.warning(
-                "pcs: the delivery agent of %s is not delivering (%s). Your code keeps "
-                "running; %d record(s) wait in the journal %s and are delivered when it "
-                "catches up (or by `pcs recover`).", self.store, exc, self.pending,
-                self.journal.path if self.journal is not None else "(none)",
-            )
+    def _failure_message(self, exc: Exception) -> str:
+        return (
+            f"pcs: the delivery agent of {self.store} is not delivering ({exc}). Your code "
+            f"keeps running; {self.pending} record(s) wait in the journal "
+            f"{self.journal.path if self.journal is not None else '(none)'} and are delivered "
+            "when it catches up (or by `pcs recover`)."
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         if self._fallback:
@@ -425,10 +406,8 @@ class AgentWriter(Writer):
             if journal is not None:
                 self._read_done()
                 everything = self._delivered >= self._enqueued and not journal.keep
-                journal.close(delete=everything)
-            if self._done_fd is not None:
-                os.close(self._done_fd)
-                self._done_fd = None
+                journal.close(delete=everything, trim=False)  # the agent reads it
+            self._done_log.close()
         return True
 
     def _at_exit(self) -> None:
@@ -445,11 +424,8 @@ class AgentWriter(Writer):
 
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()
-        if self._done_fd is not None:
-            try:
-                os.close(self._done_fd)
-            except OSError:
-                pass
-            self._done_fd = None
+        self._done_log.close()  # the parent's journal's: this process has a journal of its own
+        if self.journal is not None:
+            self._done_log = DoneLog(self.journal.path)
         self._progress_at = time.monotonic()
         self._checked_at = 0.0

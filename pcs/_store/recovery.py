@@ -141,7 +141,10 @@ def _recover_one(found: _journal.JournalFile, target: str) -> tuple[int, list[st
     header = found.header or {}
     backend = get_backend(target)
     sink = backend.make_sink(recovering=True)
-    started: set[str] = set()
+    # A later segment's header names the runs open when it began (their starts were in the
+    # segment before, delivered and removed): they are reaped too unless they end here.
+    carried = header.get("open")
+    started: set[str] = {str(r) for r in carried} if isinstance(carried, list) else set()
     ended: set[str] = set()
     pending: list[list[Any]] = []
     delivered = 0

@@ -108,12 +108,9 @@ def pcs_collect_environment(run: Any) -> dict[str, Any]:
     # Later top-level runs of the process: what the MLflow UI shows, the digests, and
     # the run that holds the rest (a loop of top-level calls stays cheap: the same
     # answer every time, which pcs checks once).
-    later = _later.get(key)
-    if later is None:
-        brief = {k: v for k, v in tags.items() if k in _BRIEF}
-        brief["pcs.env.run"] = holder
-        later = _later.setdefault(key, {"tags": brief, "artifacts": {}})
-    return later
+    brief = {k: v for k, v in tags.items() if k in _BRIEF}
+    brief["pcs.env.run"] = holder
+    return _later.setdefault(key, {"tags": brief, "artifacts": {}})  # one answer, any thread
 
 
 @hookimpl
@@ -232,7 +229,7 @@ def _name_and_version(dist: metadata.Distribution) -> tuple[str | None, str | No
     """
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
     name = version = None
-    for line in text[:text.find("\n\n") % (len(text) + 1)].splitlines():
+    for line in text.partition("\n\n")[0].splitlines():  # the header ends at a blank line
         key, sep, value = line.partition(":")
         if not sep:
             continue
