@@ -160,3 +160,62 @@ def test_a_process_that_ends_leaves_no_segment(
     assert _rows(tracking_uri, "SELECT count(*) FROM runs WHERE status='FINISHED'") == \
         [(1_001,)]
     assert not list((tmp_path / ".pcs" / "journal").glob(f"*{SUFFIX}"))
+
+
+KILLED_WHILE_ROTATING = textwrap.dedent(
+    """
+    import os, signal
+    from pathlib import Path
+    import pcs
+
+    # The crash being simulated: the process dies after its new segment exists and
+    # before the first one is removed (that removal is skipped here).
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        stem = self.name.split(".jsonl")[0]
+        if self.parent.name == "journal" and "s" not in stem.rsplit("-", 1)[1]:
+            return None
+        return real_unlink(self, missing_ok=missing_ok)
+
+    Path.unlink = unlink
+
+    @pcs.tracked
+    def step(i, note):
+        return i
+
+    journals = Path(".pcs/journal")
+    with pcs.run("root") as root:
+        with pcs.run("inner") as inner:  # starts in the first segment
+            i = 0
+            while not list(journals.glob("*s1.jsonl")):
+                step(i, "n" * 40)
+                i += 1
+                if i % 50 == 0:
+                    pcs.flush()
+        # ends in the second segment
+        pcs.flush()
+        print(root.identifier, inner.identifier, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_process_killed_while_rotating_reaps_only_what_is_open(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_ROTATING], cwd=tmp_path,
+        env={**os.environ, "PCS_JOURNAL_SEGMENT_MB": "0.03", "PCS_DELIVERY": "thread"},
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    root, inner = proc.stdout.split()
+    journals = tmp_path / ".pcs" / "journal"
+    assert len(list(journals.glob(f"*{SUFFIX}"))) == 2  # both segments were left
+    report = pcs.recover(journals)
+    assert report.killed_runs == [root]
+    assert _rows(tracking_uri, f"SELECT status FROM runs WHERE run_uuid='{inner}'") == \
+        [("FINISHED",)]
+    assert _rows(tracking_uri, f"SELECT status FROM runs WHERE run_uuid='{root}'") == \
+        [("KILLED",)]

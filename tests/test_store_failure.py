@@ -125,10 +125,12 @@ def test_artifact_files_failing_commit_nothing_then_deliver(
 
     failing = threading.Event()
     failing.set()
+    refused = threading.Event()
     real_write = sqlite_sink._write_file
 
     def write(path: str, data: bytes) -> None:
         if failing.is_set():
+            refused.set()
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
@@ -142,6 +144,10 @@ def test_artifact_files_failing_commit_nothing_then_deliver(
     with caplog.at_level(logging.WARNING, logger="pcs"):
         assert [double(i) for i in range(10)] == [2 * i for i in range(10)]
         assert not pcs.flush(timeout=1.0)  # cannot finish while files fail
+        # The writer has met the failure (on a loaded machine, opening the store may take
+        # longer than the flush above waited).
+        assert refused.wait(60)
+        assert not pcs.flush(timeout=0.5)
         assert stock.search_runs(["0"]) == []  # nothing committed without its files
         failing.clear()
         assert pcs.flush(60)

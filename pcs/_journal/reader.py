@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import logging
 import mmap
 import os
@@ -76,6 +77,22 @@ class JournalFile:
         if not self.damage:
             return ""
         return f"{describe(self.damage)}; the damaged bytes are kept in {self.quarantine}"
+
+    @property
+    def superseded(self) -> bool:
+        """Whether a later segment of this journal exists: its owner was killed while
+        going on in a new segment, after creating it and before removing this one. This
+        one is then wholly delivered, and the later one names the runs still open:
+        recovery must not reap them from this one (one may have ended in the later)."""
+        head, _, last = self.path.name[: -len(SUFFIX)].rpartition("-")
+        ident, _, number = last.partition("s")
+        current = int(number) if number.isdigit() else 0
+        pattern = f"{glob.escape(head)}-{glob.escape(ident)}s*{SUFFIX}"
+        for other in self.path.parent.glob(pattern):
+            later = other.name[: -len(SUFFIX)].rpartition("-")[2].partition("s")[2]
+            if later.isdigit() and int(later) > current:
+                return True
+        return False
 
     def records(self, *, check_only: bool = False) -> Iterator[tuple[bool, list[Any]]]:
         """(not yet delivered, record) for every intact record after the header.

@@ -162,7 +162,8 @@ def _recover_one(found: _journal.JournalFile, target: str) -> tuple[int, list[st
             _deliver(sink, pending)
             delivered += len(pending)
             pending = []
-    open_runs = sorted(started - ended)
+    # A segment whose successor exists names no run to reap: the successor does.
+    open_runs = [] if found.superseded else sorted(started - ended)
     reason = (
         f"process {header.get('pid')} on {header.get('host')} ended without ending this run; "
         "reaped by pcs recovery"
