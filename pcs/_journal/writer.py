@@ -163,7 +163,7 @@ class Journal:
         """
         self.sync()
         old = (self._mm, self._fd, self.path, self._done)
-        earlier, offset = self._earlier, self._offset
+        earlier, offset, base, size = self._earlier, self._offset, self._base, self._size
         self._segment += 1
         self.path = self._segment_path(self._segment)
         self._done = DoneLog(self.path)
@@ -174,7 +174,7 @@ class Journal:
         except BaseException:
             self._segment -= 1
             self._mm, self._fd, self.path, self._done = old
-            self._earlier, self._offset = earlier, offset
+            self._earlier, self._offset, self._base, self._size = earlier, offset, base, size
             raise
         mapped, fd, path, done = old
         for gone in (path, Path(done.path)):
