@@ -35,7 +35,8 @@ from typing import Any, Final
 
 from pcs import _events, _redaction
 
-__all__ = ["MAX_NAMED_ARGUMENTS", "MAX_NAME_CHARS", "MAX_VALUE_CHARS", "run_name"]
+__all__ = ["MAX_NAMED_ARGUMENTS", "MAX_NAME_CHARS", "MAX_VALUE_CHARS", "fast_run_name",
+           "run_name"]
 
 MAX_NAMED_ARGUMENTS: Final = 2
 """At most this many arguments appear in a run name."""
@@ -86,6 +87,43 @@ def run_name(
         shown.append(f"{name}={text}")
         if len(shown) == MAX_NAMED_ARGUMENTS:
             break
+    return _named(qualname, shown)
+
+
+_NO_DEFAULT: Final = inspect.Parameter.empty
+
+
+def fast_run_name(qualname: str, arguments: Mapping[str, Any],
+                  defaults: Mapping[str, Any]) -> str:
+    """:func:`run_name` for the arguments of the tracked call's fast path (the hot path).
+
+    Only for ``arguments`` that ``Tracker.fast_arguments`` let through: no parameter is
+    secret, redacted or excluded, no plugin rewrites arguments, and no string holds a
+    credential (it ran the redaction policy's test), so those checks are not repeated.
+    ``defaults``: the parameters' defaults by name (those without one left out).
+    """
+    shown: list[str] = []
+    for name, value in arguments.items():
+        kind = type(value)
+        if kind is str:
+            if not 0 < len(value) <= _MAX_STR or " " in value or not value.isprintable():
+                continue
+        elif kind is not float and kind is not int and kind is not bool:
+            continue
+        default = defaults.get(name, _NO_DEFAULT)
+        if type(default) is kind and default == value:
+            continue  # the call did not choose it
+        text = repr(value)
+        if len(text) > MAX_VALUE_CHARS:
+            continue
+        shown.append(f"{name}={text}")
+        if len(shown) == MAX_NAMED_ARGUMENTS:
+            break
+    return _named(qualname, shown)
+
+
+def _named(qualname: str, shown: list[str]) -> str:
+    """The name: ``qualname`` and the ``name=value`` texts of the arguments shown."""
     if not shown:
         return qualname
     name = f"{qualname}({', '.join(shown)})"

@@ -24,7 +24,7 @@ from pcs import _events, _lineage, _redaction, _stack
 from pcs._canon import DEFERRABLE_INT, EXTENSIONS
 from pcs._capture import SHORT_STR, Captured, capture, is_secret_name
 from pcs._generators import drive_async_generator, drive_generator
-from pcs._naming import run_name
+from pcs._naming import fast_run_name, run_name
 from pcs._store import get_backend
 from pcs._store.uri import import_lock
 from pcs._suppress import suppressed
@@ -368,9 +368,8 @@ class Tracker:
 
     def start_fast(self, arguments: dict[str, Any]) -> ComponentRun | None:
         """:meth:`start` for arguments from :meth:`fast_arguments` (a function, no owner)."""
-        opts = self.options
-        name = opts.name or run_name(self.function_name, arguments, self.signature.parameters,
-                                     opts.redact, opts.exclude)
+        name = self.options.name or fast_run_name(self.function_name, arguments,
+                                                  self._simple[1])  # type: ignore[index]
         return self._start_run(self._components.get(None), {self.entry_point: arguments}, [],
                                {}, {}, _stack.active(), name, None)
 

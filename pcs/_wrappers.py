@@ -3,7 +3,7 @@
 * a plain function (not defined in a class body): a Python function, not a
   wrapt proxy — the hot path (see :func:`_plain_function`);
 * methods, classmethods and staticmethods: a wrapt ``FunctionWrapper``
-  (:class:`_TrackedWrapper`), so binding works as it does without pcs;
+  (:mod:`pcs._proxies`), so binding works as it does without pcs;
 * coroutine functions, generators and async generators: wrappers whose run
   lasts until the coroutine or generator ends (see :mod:`pcs._generators`).
 
@@ -17,14 +17,11 @@ Tracked callables pickle by reference (module and qualified name).
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import threading
 from collections.abc import Callable
 from types import FunctionType
 from typing import Any
-
-import wrapt
 
 from pcs import _stack
 from pcs._generators import drive_async_generator, drive_generator
@@ -54,10 +51,12 @@ def wrap(fn: Any, tracker: Tracker) -> Any:
         return plain
     else:
         wrapper = _sync_wrapper(tracker)
-    decorated = wrapt.decorator(proxy=_TrackedWrapper)(wrapper)(fn)
-    decorated.__pcs_tracked__ = tracker  # type: ignore[attr-defined]
+    from pcs._proxies import decorate  # wrapt is imported on the first use, not at import pcs
+
+    decorated = decorate(wrapper, fn)
+    decorated.__pcs_tracked__ = tracker
     # where the worker of a process pool finds it again (see _TrackedWrapper.__reduce_ex__)
-    decorated._self_pcs_reference = (  # type: ignore[attr-defined]
+    decorated._self_pcs_reference = (
         getattr(target, "__module__", None), getattr(target, "__qualname__", None)
     )
     return decorated
@@ -245,67 +244,3 @@ def _is_plain_function(fn: Any) -> bool:
         return False
     owner, _, _ = fn.__qualname__.rpartition(".")
     return not owner or owner.endswith("<locals>")
-
-
-def _import_by_reference(module: str, qualname: str) -> Any:
-    """The object named ``module:qualname``, imported (how a tracked callable unpickles)."""
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _reference(proxy: Any) -> tuple[str, str]:
-    """``(module, qualname)`` of a tracked callable that pickles by reference, checked."""
-    import pickle
-
-    module, qualname = getattr(proxy, "_self_pcs_reference", (None, None))
-    if not module or not qualname or "<locals>" in qualname:
-        raise pickle.PicklingError(
-            f"Can't pickle tracked callable {qualname or proxy!r}: it is not importable by "
-            "module and qualified name (define it at module or class level)."
-        )
-    try:
-        owner: Any = importlib.import_module(module)
-        parts = qualname.split(".")
-        for part in parts[:-1]:
-            owner = getattr(owner, part)
-        found = inspect.getattr_static(owner, parts[-1])
-    except (ImportError, AttributeError):
-        found = None
-    if found is not proxy:
-        raise pickle.PicklingError(
-            f"Can't pickle tracked callable {module}.{qualname}: it's not the same object "
-            f"as {module}.{qualname}."
-        )
-    return module, qualname
-
-
-class _BoundTrackedWrapper(wrapt.BoundFunctionWrapper[Any, Any]):
-    """A tracked method bound to an instance or class: pickles like a bound method."""
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
-        parent = self._self_parent
-        module, qualname = _reference(parent)
-        instance = self._self_instance
-        if instance is None or self._self_binding == "staticmethod":
-            return (_import_by_reference, (module, qualname))
-        return (getattr, (instance, qualname.rpartition(".")[2]))
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return self.__reduce_ex__(2)
-
-
-class _TrackedWrapper(wrapt.FunctionWrapper[Any, Any]):
-    """wrapt's FunctionWrapper that pickles by reference, as the plain function does."""
-
-    __bound_function_wrapper__ = _BoundTrackedWrapper
-    #: ``(module, qualname)`` of the tracked callable, where the worker of a process pool
-    #: finds it again (set by :func:`wrap`; wrapt keeps ``_self_`` names on the proxy)
-    _self_pcs_reference: tuple[str | None, str | None] = (None, None)
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[str, str]]:
-        return (_import_by_reference, _reference(self))
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return self.__reduce_ex__(2)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
@@ -87,6 +87,13 @@ _encoders_given: set[str] = set()
 _subscribed = False
 #: hook name -> its implementations in call order, as of the last _publish
 _impls: dict[str, tuple[Any, ...]] = {}
+#: the run hooks' implementations made ready for the hot path at _publish:
+#: hook name -> ``(plugin name, call(run, status, error))`` in call order
+_run_calls: dict[str, tuple[tuple[str, Callable[[Any, Any, Any], Any]], ...]] = {
+    name: () for name in ("pcs_run_started", "pcs_run_ended", "pcs_collect_environment")}
+#: plugin name -> (what its pcs_collect_environment returned last, a copy of it to tell
+#: whether it was changed since, that checked as (tags, params, artifacts))
+_environment_seen: dict[str, tuple[Any, dict[str, Any], tuple[dict[str, str], Any, Any]]] = {}
 
 
 class PluginInfo(NamedTuple):
@@ -233,10 +240,13 @@ def list_plugins() -> list[PluginInfo]:
 # -- calling the hooks -------------------------------------------------------------------
 def _publish(pm: pluggy.PluginManager) -> None:
     """Make the hot path see the registered plugins (called under _lock)."""
-    global _subscribed, _impls
+    global _subscribed, _impls, _run_calls
     hook = pm.hook
     _impls = {name: tuple(reversed(getattr(hook, name).get_hookimpls()))
               for name in (*_RUN_HOOKS, "pcs_arguments_captured", "pcs_environment_drift")}
+    _run_calls = {name: tuple(_run_call(impl, name) for impl in _impls[name]
+                              if _callable(impl, name)) for name in _RUN_HOOKS}
+    _environment_seen.clear()
     needs_events = any(_impls[name] for name in _RUN_HOOKS)
     if needs_events and not _subscribed:
         _events.subscribe(_observe)
@@ -246,6 +256,36 @@ def _publish(pm: pluggy.PluginManager) -> None:
     _give_encoders(pm)
     arguments_hook = _arguments if _impls["pcs_arguments_captured"] else None
     _events.set_plugin_state(True, arguments_hook)
+
+
+def _callable(impl: Any, hook_name: str) -> bool:
+    """False (logged once) for a wrapper implementation: pcs's hooks do not support them."""
+    if impl.hookwrapper or impl.wrapper:
+        _failed_once(impl.plugin_name, hook_name,
+                     UsageError("wrapper implementations are not supported by pcs hooks"),
+                     "it is not called")
+        return False
+    return True
+
+
+def _run_call(impl: Any, hook_name: str) -> tuple[str, Callable[[Any, Any, Any], Any]]:
+    """``(plugin name, call(run, status, error))`` for a run hook's implementation: the
+    arguments it names picked once, not on every call."""
+    fn, names = impl.function, tuple(impl.argnames)
+    call: Callable[[Any, Any, Any], Any]
+    if names == ("run",):
+        def call(run: Any, status: Any, error: Any) -> Any:
+            return fn(run)
+    elif names == ("run", "status"):
+        def call(run: Any, status: Any, error: Any) -> Any:
+            return fn(run, status)
+    elif names == ("run", "status", "error"):
+        call = fn
+    else:
+        def call(run: Any, status: Any, error: Any) -> Any:
+            given = {"run": run, "status": status, "error": error}
+            return fn(*[given[name] for name in names])
+    return impl.plugin_name, call
 
 
 def _give_encoders(pm: pluggy.PluginManager) -> None:
@@ -278,10 +318,7 @@ def _failed_once(plugin_name: str, hook_name: str, exc: BaseException, what: str
 def _call_one(impl: Any, hook_name: str, kwargs: Mapping[str, Any],
               what: str = "pcs goes on") -> tuple[bool, Any]:
     """Call one implementation; ``(True, result)``, or ``(False, None)`` if it raised."""
-    if impl.hookwrapper or impl.wrapper:
-        _failed_once(impl.plugin_name, hook_name,
-                     UsageError("wrapper implementations are not supported by pcs hooks"),
-                     "it is not called")
+    if not _callable(impl, hook_name):
         return False, None
     try:
         return True, impl.function(*[kwargs[name] for name in impl.argnames])
@@ -301,35 +338,66 @@ def _call_each(hook_name: str, kwargs: Mapping[str, Any]) -> list[tuple[str, Any
 
 
 def _observe(event: str, run: Run, status: str | None, exc: BaseException | None) -> None:
-    """The run events (pcs._events) turned into hook calls."""
-    impls = _impls
+    """The run events (pcs._events) turned into hook calls (the hot path of every call)."""
+    calls = _run_calls
     if event == "start":
-        if impls["pcs_run_started"]:
-            _call_each("pcs_run_started", {"run": run})
-        if impls["pcs_collect_environment"] and known_parent_id(run) is None:
+        for plugin_name, call in calls["pcs_run_started"]:
+            try:
+                call(run, None, None)
+            except Exception as err:
+                _failed_once(plugin_name, "pcs_run_started", err, "pcs goes on")
+        if calls["pcs_collect_environment"] and known_parent_id(run) is None:
             _collect_environment(run)
-    elif impls["pcs_run_ended"]:
-        _call_each("pcs_run_ended", {"run": run, "status": status, "error": exc})
+        return
+    for plugin_name, call in calls["pcs_run_ended"]:
+        try:
+            call(run, status, exc)
+        except Exception as err:
+            _failed_once(plugin_name, "pcs_run_ended", err, "pcs goes on")
 
 
 def _collect_environment(run: Run) -> None:
-    for plugin_name, found in _call_each("pcs_collect_environment", {"run": run}):
+    hook_name = "pcs_collect_environment"
+    for plugin_name, call in _run_calls[hook_name]:
+        try:
+            found = call(run, None, None)
+        except Exception as err:
+            _failed_once(plugin_name, hook_name, err, "pcs goes on")
+            continue
         if found is None:
             continue
         try:
-            if not isinstance(found, Mapping):
-                raise TypeError(f"returned {type(found).__name__}, not a mapping or None")
-            tags = found.get("tags")
+            seen = _environment_seen.get(plugin_name)
+            if seen is not None and seen[0] is found and seen[1] == found:
+                tags, params, artifacts = seen[2]  # the same answer again: checked once
+            else:
+                tags, params, artifacts = _checked_environment(found)
+                _environment_seen[plugin_name] = (found, _snapshot(found),
+                                                  (tags, params, artifacts))
             if tags:
-                run.set_tags({str(k): str(v) for k, v in tags.items()})
-            params = found.get("params")
+                run.set_tags(tags)
             if params:
                 run.log_params(params)
-            for path, data in (found.get("artifacts") or {}).items():
-                run.log_bytes(bytes(data), str(path))
+            for path, data in artifacts:
+                run.log_bytes(data, path)
         except Exception as exc:
-            _failed_once(plugin_name, "pcs_collect_environment", exc,
-                         "what it returned is not (all) recorded")
+            _failed_once(plugin_name, hook_name, exc, "what it returned is not (all) recorded")
+
+
+def _snapshot(found: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an answer, two levels deep: compares unequal once the answer is changed."""
+    return {key: dict(value) if isinstance(value, Mapping) else value
+            for key, value in found.items()}
+
+
+def _checked_environment(found: Any) -> tuple[dict[str, str], Any, list[tuple[str, bytes]]]:
+    """A ``pcs_collect_environment`` answer as (tags, params, artifacts); raises if malformed."""
+    if not isinstance(found, Mapping):
+        raise TypeError(f"returned {type(found).__name__}, not a mapping or None")
+    tags = {str(k): str(v) for k, v in (found.get("tags") or {}).items()}
+    artifacts = [(str(path), bytes(data))
+                 for path, data in (found.get("artifacts") or {}).items()]
+    return tags, found.get("params"), artifacts
 
 
 def environment_drift(run: Run) -> list[str]:

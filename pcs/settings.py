@@ -76,11 +76,37 @@ T = TypeVar("T")
 #: (name, value) pairs already warned about: one warning each, not one per read
 _warned: set[tuple[str, str]] = set()
 
+# os.environ's own mapping (bytes on POSIX; CPython keeps it in step with os.environ):
+# reading it skips the two encode calls and the Mapping layers of os.environ.get, which
+# the hot path of a tracked call reads several times.
+_environ_data: Any = getattr(os.environ, "_data", None)
+try:
+    _encode_key: Any = os.environ.encodekey
+    _decode: Any = os.environ.decodevalue
+    if not isinstance(_environ_data, dict):  # pragma: no cover - not CPython's os.environ
+        raise AttributeError("_data")
+except AttributeError:  # pragma: no cover
+    _environ_data = None
+
+
+def environ_key(name: str) -> Any:
+    """The key of ``name`` for :func:`environ_raw` (encoded once, by the caller)."""
+    return _encode_key(name) if _environ_data is not None else name
+
+
+def environ_raw(key: Any) -> Any:
+    """The environment variable of ``key`` (see :func:`environ_key`) as stored, or None:
+    bytes on POSIX (``os.fsdecode`` gives the text). As current as ``os.environ``."""
+    if _environ_data is not None:
+        return _environ_data.get(key)
+    return os.environ.get(key)  # pragma: no cover - not CPython's os.environ
+
 
 class Setting(Generic[T]):
     """One ``PCS_*`` environment variable: its name, type, default and meaning."""
 
-    __slots__ = ("accepts", "default", "doc", "name", "parse", "shown_default")
+    __slots__ = ("_key", "_last", "accepts", "default", "doc", "name", "parse",
+                 "shown_default")
 
     def __init__(
         self,
@@ -104,6 +130,10 @@ class Setting(Generic[T]):
         self.doc = doc
         #: the default as the documentation shows it
         self.shown_default = shown_default
+        self._key = environ_key(name)
+        #: (the variable as last read, the setting it gave): a read of an unchanged
+        #: variable parses nothing
+        self._last: tuple[Any, T] | None = None
 
     def get(self) -> T:
         """The setting now: parsed from the environment, else the default.
@@ -111,17 +141,29 @@ class Setting(Generic[T]):
         An invalid value logs one warning (per variable and value) and gives
         the default; it never raises.
         """
-        value = os.environ.get(self.name)
+        raw = environ_raw(self._key)
+        last = self._last
+        if last is not None and last[0] == raw:
+            return last[1]
+        value = raw if raw is None or isinstance(raw, str) else _decode(raw)
         if not value or not value.strip():
-            return self.default
-        try:
-            return self.parse(value)
-        except ValueError:
-            if (self.name, value) not in _warned:
-                _warned.add((self.name, value))
-                _log.warning("pcs: ignoring %s; using the default (%s).", self._invalid(value),
-                             self.shown_default)
-            return self.default
+            setting = self.default
+        else:
+            try:
+                setting = self.parse(value)
+            except ValueError:
+                return self._invalid_default(value)
+        self._last = (raw, setting)
+        return setting
+
+    def _invalid_default(self, value: str) -> T:
+        """The default for an invalid ``value``, warned about once (never cached: each
+        read of it goes through here)."""
+        if (self.name, value) not in _warned:
+            _warned.add((self.name, value))
+            _log.warning("pcs: ignoring %s; using the default (%s).", self._invalid(value),
+                         self.shown_default)
+        return self.default
 
     def check(self) -> T:
         """Like :meth:`get`, but an invalid value raises :class:`~pcs.exceptions.UsageError`."""

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import pcs
-from pcs._naming import MAX_NAME_CHARS, run_name
+from pcs._naming import MAX_NAME_CHARS, fast_run_name, run_name
 from pcs.component_run import ComponentRun
 
 
@@ -120,3 +120,33 @@ def test_positional_scalar_calls_are_named_alike(client: MlflowClient) -> None:
     assert _name(client) == "train_one(lr=0.1)"
     train_one(0.2, 4)  # every parameter, positional scalars: the fast path
     assert _name(client) == "train_one(lr=0.2, epochs=4)"
+
+
+def test_the_hot_paths_names_follow_the_rule(client: MlflowClient) -> None:
+    """Every call that takes the fast path is named as :func:`run_name` names it (the fast
+    path skips only the checks its arguments passed already)."""
+    @pcs.tracked
+    def train(lr: float, epochs: int = 3, tag: str = "", flag: bool = False) -> None:
+        return None
+
+    train(0.1)  # plugins loaded: the fast path is open
+    tracker = train.__pcs_tracked__  # type: ignore[attr-defined]
+    params = inspect.signature(train).parameters
+    values: list[Any] = [0.1, 0.30000000000000004, 3, 5, 12345678901234567, -2, True, False,
+                         None, "", "b", "shard-1", "x" * 14, "x" * 15, "The cat sat",
+                         "tab\there", "ok!", 1e300, 0.0, -0.0]
+    checked = 0
+    for lr in values:
+        for epochs in values:
+            for tag in values[8:]:
+                for flag in (True, False, 3):
+                    args = (lr, epochs, tag, flag)
+                    arguments = tracker.fast_arguments(args)
+                    if arguments is None:
+                        continue
+                    checked += 1
+                    defaults = {k: p.default for k, p in params.items()
+                                if p.default is not p.empty}
+                    assert fast_run_name("train", arguments, defaults) == run_name(
+                        "train", arguments, params), args
+    assert checked > 1000

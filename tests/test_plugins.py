@@ -118,6 +118,34 @@ def test_hooks_are_called_in_order_with_their_arguments(plugins: Register) -> No
     assert "rec.tag" not in client.get_run(call_run.identifier).data.tags
 
 
+def test_an_environment_answer_changed_in_place_is_recorded_as_changed(
+    plugins: Register,
+) -> None:
+    """pcs checks a ``pcs_collect_environment`` answer once and reuses it while the plugin
+    returns the same object unchanged (the hot path of a loop of top-level calls); the
+    same object changed in place is checked and recorded anew."""
+    answer: dict[str, Any] = {"tags": {"env.step": "0"}}
+
+    class Same:
+        @hookimpl
+        def pcs_collect_environment(self, run: pcs.Run) -> dict[str, Any]:
+            return answer
+
+    plugins(Same(), "same")
+    runs = []
+    for step in range(4):
+        if step >= 2:
+            answer["tags"]["env.step"] = str(step)  # the same dict, changed
+        with pcs.run(f"top-{step}") as run:
+            runs.append(run.identifier)
+    assert pcs.flush(60)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    seen = [client.get_run(run_id).data.tags.get("env.step") for run_id in runs]
+    assert seen == ["0", "0", "2", "3"]
+
+
 def test_a_raising_plugin_is_logged_once_and_changes_nothing(
     plugins: Register, caplog: pytest.LogCaptureFixture
 ) -> None:

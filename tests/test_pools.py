@@ -4,10 +4,14 @@ run that was active where the task was submitted — with fork, spawn and forkse
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pool_support
@@ -170,3 +174,39 @@ def test_off_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         _pools.install()
     assert _pools.installed()
     assert multiprocessing.pool.Pool.apply_async.__wrapped__ is not None  # type: ignore[attr-defined]
+
+
+_LATE_IMPORT = """
+import multiprocessing, sys
+import pcs
+import pool_support
+from concurrent.futures import ProcessPoolExecutor  # imported before any run
+original = ProcessPoolExecutor.submit
+with pcs.run(name="late-parent") as parent:
+    assert ProcessPoolExecutor.submit is not original  # patched when the first run started
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=pool_support.use_store,
+                             initargs=(sys.argv[1],)) as pool:
+        print(sorted(pool.map(pool_support.square, [1, 2, 3])))
+    print(parent.identifier)
+pcs.flush()
+"""
+
+
+def test_a_pool_imported_before_the_first_run_still_carries_it(
+    tmp_path: Path, client: MlflowClient, tracking_uri: str,
+) -> None:
+    """``import pcs`` registers the pools' import hooks only once a run starts (wrapt's
+    import is costly): a pool module imported before that is patched when the first run
+    starts, so its tasks nest under the run."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LATE_IMPORT, tracking_uri], capture_output=True, text=True,
+        cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+                           "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    values, parent_id = out.stdout.split("\n")[:2]
+    assert values == "[1, 4, 9]"
+    runs = _runs_named(client, "square", 3)
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs} == {parent_id}

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
+from pcs import settings
+
 __all__ = [
     "IMPORT_FORK_WAIT",
     "LOCAL_ID_PREFIX",
@@ -36,16 +38,7 @@ LOCAL_ID_PREFIX = "pcs-local-"
 
 _URI_ENV = "MLFLOW_TRACKING_URI"
 _TRACKING_UTILS = "mlflow.tracking._tracking_service.utils"
-# os.environ's own mapping (bytes on POSIX): reading it skips two encode calls per lookup.
-_environ_data: Any = getattr(os.environ, "_data", None)
-_uri_env_key: Any = None
-if isinstance(_environ_data, dict):
-    try:
-        _uri_env_key = os.environ.encodekey(_URI_ENV)
-    except Exception:  # pragma: no cover - not CPython's os.environ
-        _environ_data = None
-else:  # pragma: no cover
-    _environ_data = None
+_uri_env_key: Any = settings.environ_key(_URI_ENV)
 #: (environment value, mlflow.set_tracking_uri value, cwd or None) -> resolved URI
 _uri_cache: tuple[Any, Any, str | None, str] = (None, None, None, "")
 
@@ -58,10 +51,7 @@ def current_tracking_uri() -> str:
     the working directory; it is cached until one of them changes.
     """
     global _uri_cache
-    if _environ_data is not None:
-        env = _environ_data.get(_uri_env_key)
-    else:  # pragma: no cover
-        env = os.environ.get(_URI_ENV)
+    env = settings.environ_raw(_uri_env_key)
     utils = sys.modules.get(_TRACKING_UTILS)
     explicit = None if utils is None else getattr(utils, "_tracking_uri", None)
     cached = _uri_cache
