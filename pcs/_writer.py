@@ -216,9 +216,7 @@ class Writer:
         journal = self.journal
         if journal is not None:
             try:
-                if journal.full and self._all_delivered():
-                    self._rotate(journal)
-                journal.append(records, sync or spill)
+                self._journal_append(journal, records, sync or spill)
             except OSError as exc:
                 self._disable_journal(exc)
                 spill = False
@@ -234,6 +232,14 @@ class Writer:
             self._start()
         elif was_empty and self._idle:
             self._cond.notify_all()  # wake the writer only when it sleeps on an empty queue
+
+    def _journal_append(self, journal: Journal, records: list[Wire] | tuple[Wire, ...],
+                        sync: bool) -> None:
+        """Append to the journal, going on in a new segment first if this one is full and
+        delivered (the lock is held; OSError: the journal cannot be written)."""
+        if journal.full and self._all_delivered():
+            self._rotate(journal)
+        journal.append(records, sync)
 
     def _all_delivered(self) -> bool:
         """Every record journaled so far is in the store (the lock is held)."""

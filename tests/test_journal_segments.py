@@ -219,3 +219,16 @@ def test_a_process_killed_while_rotating_reaps_only_what_is_open(
         [("FINISHED",)]
     assert _rows(tracking_uri, f"SELECT status FROM runs WHERE run_uuid='{root}'") == \
         [("KILLED",)]
+
+
+def test_a_journal_name_is_built_and_read_back_in_one_place() -> None:
+    from pcs._journal.format import journal_name, parse_name
+
+    for host in ("box", "build-host-7"):
+        for segment in (0, 1, 12):
+            name = journal_name(host, 4242, "1712.5", "7f3a9c", segment)
+            assert parse_name(name) == (host, 4242, "1712.5", "7f3a9c", segment)
+    assert journal_name("h", 1, "2", "ab", 0) == "h-1-2-ab.jsonl"
+    assert journal_name("h", 1, "2", "ab", 3) == "h-1-2-abs3.jsonl"
+    for other in ("notes.jsonl", "h-x-2-ab.jsonl", "h-1-2-absx.jsonl"):
+        assert parse_name(other) is None

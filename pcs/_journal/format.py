@@ -24,6 +24,8 @@ DONE_SUFFIX = ".done"
 QUARANTINE_SUFFIX = ".quarantine"
 #: A journal being created: locked and headed before it is renamed to its ``.jsonl`` name.
 NEW_SUFFIX = ".new"
+#: A journal's file name: ``<host>-<pid>-<start>-<id><segment><SUFFIX>``, the segment
+#: ``s<n>`` from the second segment on (see :func:`journal_name`, :func:`parse_name`).
 HEADER = "pcs-journal/2"
 #: The format before checksums: still read, never written.
 HEADER_V1 = "pcs-journal/1"
@@ -33,13 +35,33 @@ HEADER_V1 = "pcs-journal/1"
 _FALLBACK = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr)
 _dumps = orjson.dumps
 _crc32 = zlib.crc32
+
+
+def journal_name(host: str, pid: int, start: str, ident: str, segment: int) -> str:
+    """The file name of a journal's ``segment`` (0: its first)."""
+    mark = f"s{segment}" if segment else ""
+    return f"{host}-{pid}-{start}-{ident}{mark}{SUFFIX}"
+
+
+def parse_name(name: str) -> tuple[str, int, str, str, int] | None:
+    """``(host, pid, start, id, segment)`` of a :func:`journal_name`; None for another name."""
+    stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else name
+    parts = stem.rsplit("-", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return None
+    host, pid, start, last = parts
+    ident, _, number = last.partition("s")
+    if number and not number.isdigit():
+        return None
+    return host, int(pid), start, ident, int(number) if number else 0
+
+
 #: The start of a line: checksum and first record number.
 PREFIX = re.compile(rb"([0-9a-f]{8}) ([0-9]+) ")
 #: Bytes read per step when looking for the end of the written part of a mapped file.
 STEP = 64 * 1024
 #: How journal files are opened: never through a symbolic link, closed on exec.
 OPEN_FLAGS = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-
 
 
 class DoneLog:

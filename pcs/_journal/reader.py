@@ -33,6 +33,7 @@ from pcs._journal.format import (
     acknowledged,
     describe,
     numbered,
+    parse_name,
     read_header,
 )
 from pcs._journal.writer import loose, process_start_time
@@ -84,13 +85,14 @@ class JournalFile:
         going on in a new segment, after creating it and before removing this one. This
         one is then wholly delivered, and the later one names the runs still open:
         recovery must not reap them from this one (one may have ended in the later)."""
-        head, _, last = self.path.name[: -len(SUFFIX)].rpartition("-")
-        ident, _, number = last.partition("s")
-        current = int(number) if number.isdigit() else 0
-        pattern = f"{glob.escape(head)}-{glob.escape(ident)}s*{SUFFIX}"
+        mine = parse_name(self.path.name)
+        if mine is None:
+            return False
+        host, pid, start, ident, current = mine
+        pattern = f"{glob.escape(f'{host}-{pid}-{start}-{ident}')}s*{SUFFIX}"
         for other in self.path.parent.glob(pattern):
-            later = other.name[: -len(SUFFIX)].rpartition("-")[2].partition("s")[2]
-            if later.isdigit() and int(later) > current:
+            later = parse_name(other.name)
+            if later is not None and later[3] == ident and later[4] > current:
                 return True
         return False
 
@@ -188,11 +190,11 @@ def _owner_alive(owner: dict[str, Any]) -> bool:
 
 def _owner_from_name(path: Path) -> dict[str, Any]:
     """Host, pid and start time from a journal's name ``<host>-<pid>-<start>-<id>.jsonl``."""
-    name = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
-    parts = name.rsplit("-", 3)
-    if len(parts) == 4 and parts[1].isdigit():
-        return {"host": parts[0], "pid": int(parts[1]), "start": parts[2]}
-    return {}
+    parsed = parse_name(path.name)
+    if parsed is None:
+        return {}
+    host, pid, start, _, _ = parsed
+    return {"host": host, "pid": pid, "start": start}
 
 
 def _dead(path: Path, owner: dict[str, Any], stale_after: float) -> bool:

@@ -19,10 +19,10 @@ from pcs._journal.format import (
     HEADER,
     NEW_SUFFIX,
     OPEN_FLAGS,
-    SUFFIX,
     Damage,
     DoneLog,
     describe,
+    journal_name,
     line,
     numbered,
 )
@@ -137,8 +137,8 @@ class Journal:
         self._open_runs: dict[str, None] | None = {} if self.segment_bytes else None
 
     def _segment_path(self, segment: int) -> Path:
-        mark = f"s{segment}" if segment else ""
-        return self.directory / f"{self.host}-{self.pid}-{self.start}-{id(self):x}{mark}{SUFFIX}"
+        return self.directory / journal_name(self.host, self.pid, self.start, f"{id(self):x}",
+                                             segment)
 
     @property
     def written(self) -> int:

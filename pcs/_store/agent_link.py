@@ -203,7 +203,10 @@ class AgentWriter(Writer):
     def _make_room(self) -> bool:
         if self._fallback:
             return super()._make_room()
-        if self._budget and self._over_budget():
+        journal = self.journal
+        # Only a journal that wrote more than the budget can hold that much undelivered.
+        if (self._budget and journal is not None and journal.written > self._budget
+                and self._over_budget()):
             self._wait_for_budget()
         return False
 
@@ -214,9 +217,7 @@ class AgentWriter(Writer):
             super()._enqueue(records, sync, spill)
             return
         try:
-            if journal.full and self._all_delivered():
-                self._rotate(journal)
-            journal.append(records, sync)
+            self._journal_append(journal, records, sync)
         except OSError as exc:
             self._fall_back(exc)
             super()._enqueue(records, sync, False)

@@ -286,6 +286,9 @@ class SqliteSink:
             new = batch.runs.get(run_id)
             if new is not None:
                 uri = self._artifact_uri(run_id, new.experiment_id)
+                # a new run's directory is under its experiment's: parsed once per experiment
+                base = self._local_dir(self._locations[new.experiment_id])
+                return None if base is None else os.path.join(base, run_id, "artifacts")
             else:
                 row = self.connection.execute(
                     "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
@@ -296,6 +299,10 @@ class SqliteSink:
                         self.tracking_uri,
                     )
                 uri = self._run_artifacts[run_id] = str(row[0])
+        return self._local_dir(uri)
+
+    def _local_dir(self, uri: str) -> str | None:
+        """The local directory of an artifact URI (None: remote), remembered."""
         local = self._local_dirs.get(uri)
         if local is None and uri not in self._local_dirs:
             path = local_dir(uri)
