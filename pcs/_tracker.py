@@ -333,20 +333,33 @@ class Tracker:
             calls = {"__init__": init, **calls}
         return Prepared(component, calls, captured, _stack.active(), name, tags)
 
-    def fast_arguments(self, args: tuple[Any, ...]) -> dict[str, Any] | None:
+    def fast_arguments(self, args: tuple[Any, ...],
+                       kwargs: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The hot path's capture: the arguments as they are, if all are deferrable scalars.
 
-        Applies to a call of a plain function that passes every parameter
-        positionally, none of them named like a secret, redacted or excluded,
+        Applies to a call of a plain function that passes every parameter, positionally
+        or by keyword (the positional ones first), none of them named like a secret,
+        redacted or excluded,
         each value a scalar JSON holds exactly (:func:`pcs._canon.is_deferrable`)
         — not a long string, nor one in which the redaction policy finds a
         credential (a URL with a password, a token...). The writer encodes them
         later, with the same result as :func:`capture`.
         """
         names = self.fast_names
-        if names is None or len(args) != len(names):
+        if names is None:
             return None
-        for value in args:
+        values = args
+        if kwargs:
+            count = len(args)
+            if count + len(kwargs) != len(names):
+                return None
+            try:
+                values = (*args, *[kwargs[name] for name in names[count:]])
+            except KeyError:  # a keyword for a parameter passed positionally, or unknown
+                return None
+        elif len(args) != len(names):
+            return None
+        for value in values:
             kind = type(value)
             if kind is str:
                 if len(value) > _FAST_STR or not value.isascii():
@@ -364,7 +377,7 @@ class Tracker:
                     return None
             elif kind is not bool and value is not None:
                 return None
-        return dict(zip(names, args, strict=False))
+        return dict(zip(names, values, strict=False))
 
     def start_fast(self, arguments: dict[str, Any]) -> ComponentRun | None:
         """:meth:`start` for arguments from :meth:`fast_arguments` (a function, no owner)."""

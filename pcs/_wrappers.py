@@ -78,7 +78,7 @@ def _plain_function(fn: Callable[..., Any], tracker: Tracker) -> Callable[..., A
     finish, finish_returned = tracker.finish, tracker.finish_returned
 
     def tracked_call(*args: Any, **kwargs: Any) -> Any:
-        arguments = None if kwargs else fast_arguments(args)
+        arguments = fast_arguments(args, kwargs)
         if arguments is not None:
             run = start_fast(arguments)
         else:
@@ -172,7 +172,7 @@ def _sync_wrapper(tracker: Tracker) -> Callable[..., Any]:
     push, pop, depth = _stack.push, _stack.pop, _stack.depth
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        arguments = None if instance is not None or kwargs else tracker.fast_arguments(args)
+        arguments = None if instance is not None else tracker.fast_arguments(args, kwargs)
         if arguments is not None:
             run = tracker.start_fast(arguments)
         else:

@@ -45,11 +45,37 @@ def _both_paths(client: MlflowClient, *values: Any) -> tuple[Any, Any]:
     """(fast-path run, general-path run) of combine(*values), read back from MLflow."""
     combine(*values)
     fast = pcs.last_run()
-    combine(**dict(zip("abc", values, strict=True)))
+    tracker = combine.__pcs_tracked__  # type: ignore[attr-defined]
+    names, tracker.fast_names = tracker.fast_names, None  # the general path, as for methods
+    try:
+        combine(*values)
+    finally:
+        tracker.fast_names = names
     general = pcs.last_run()
     assert isinstance(fast, ComponentRun)
     assert isinstance(general, ComponentRun)
     return fast, general
+
+
+def test_keyword_arguments_take_the_fast_path_and_store_the_same(
+    client: MlflowClient,
+) -> None:
+    tracker = combine.__pcs_tracked__  # type: ignore[attr-defined]
+    combine(1, 0.5, "x")  # the plugins are loaded: the fast path is open
+    assert tracker.fast_arguments((1,), {"c": "x", "b": 0.5}) == {"a": 1, "b": 0.5, "c": "x"}
+    assert list(tracker.fast_arguments((), {"c": "x", "b": 0.5, "a": 1})) == ["a", "b", "c"]
+    for args, kwargs in [((1,), {"a": 1, "b": 0.5}), ((1,), {"b": 0.5, "d": 2}),
+                         ((1,), {"b": 0.5}), ((1,), {"b": [0.5], "c": "x"})]:
+        assert tracker.fast_arguments(args, kwargs) is None, (args, kwargs)
+    combine(1, c="x", b=0.5)
+    keywords = pcs.last_run()
+    fast, general = _both_paths(client, 1, 0.5, "x")
+    assert isinstance(keywords, ComponentRun)
+    stored = [_stored(client, run) for run in (keywords, fast, general)]
+    assert stored[0].data.params == stored[1].data.params == stored[2].data.params
+    assert len({r.data.tags["pcs.run_command_id"] for r in stored}) == 1
+    assert stored[0].data.tags["mlflow.runName"] == stored[2].data.tags["mlflow.runName"]
+    assert keywords.run_command == general.run_command
 
 
 SCALARS = [
