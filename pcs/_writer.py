@@ -164,11 +164,11 @@ class Writer:
         are not acknowledged to the user yet.
         """
         with self._lock:  # the Condition's own lock: cheaper to take than the Condition
+            if self._starts and self._amended(records):
+                return  # merged into a start not published yet: takes no room
             spill = self._make_room()  # may release the lock while it waits
             # From here to the end the lock is held: what is taken is enqueued in order.
             if self._starts:
-                if self._amended(records):
-                    return
                 records = [*self._take_starts(), *records]
             self._enqueue(records, sync, spill)
 

@@ -256,7 +256,6 @@ class Journal:
         starts) and the writer syncs before delivering, so every record that
         is acknowledged or visible in MLflow is in the file first.
         """
-        self._buffer.extend(records)
         open_runs = self._open_runs
         if open_runs is not None:
             for record in records:
@@ -265,6 +264,12 @@ class Journal:
                     open_runs[record[1]] = None
                 elif kind == "E":  # EndRun
                     open_runs.pop(record[1], None)
+        if sync and not self._buffer:  # the common case: straight into the file
+            count = len(records)
+            self._put(line(self._seq + 1, records[0] if count == 1 else records))
+            self._seq += count
+            return
+        self._buffer.extend(records)
         if sync:
             self.sync()
 

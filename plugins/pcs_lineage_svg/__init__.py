@@ -99,9 +99,10 @@ class LineageSvgPlugin:
 
     @hookimpl
     def pcs_collect_environment(self, run: pcs.Run) -> None:
-        """A top-level run started: remember how many producers had ended."""
-        with self._lock:
-            self._open[id(run)] = (run, self._producers)
+        """A top-level run started: remember how many producers had ended (no lock: one
+        read and one dict store, each atomic; a producer ending meanwhile in another
+        thread is counted or not, and either only decides whether to look for edges)."""
+        self._open[id(run)] = (run, self._producers)
 
     @hookimpl
     def pcs_run_ended(self, run: pcs.Run, status: str) -> None:
