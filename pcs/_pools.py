@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -50,11 +49,9 @@ __all__ = ["INSTRUMENT_ENV", "Carried", "InParent", "install", "installed", "uni
 INSTRUMENT_ENV = settings.INSTRUMENT_POOLS.name
 
 _lock = threading.Lock()
-_register_lock = threading.Lock()
 #: (class, method name) -> the original method, while patched
 _originals: dict[tuple[type, str], Any] = {}
 _hooks_registered = False
-_install_requested = False
 _enabled = False
 
 
@@ -105,8 +102,6 @@ class InParent:
         self.pid = os.getpid() if pid is None else pid
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not _hooks_registered and _enabled:
-            _register_hooks()  # a run is active in this worker from now on
         token = _stack.push(self.parent)
         try:
             result = self.fn(*args, **kwargs)
@@ -142,56 +137,28 @@ def install() -> None:
     """Instrument process pools, now or when their modules are imported. Idempotent.
 
     Does nothing when ``PCS_INSTRUMENT_POOLS`` is ``0`` (or ``false``/``no``/``off``).
-    Pool modules imported already are patched at once. The import hooks for the
-    others are registered (through wrapt, whose import costs tens of milliseconds)
-    only once a run may be active: when this process starts its first run (a store's
-    writer starts), at once if a parent process handed a run down (``PCS_PARENT_RUN_ID``),
-    or in a pool worker running a task under a run.
     """
-    global _enabled
+    global _hooks_registered, _enabled
     if not settings.INSTRUMENT_POOLS.get():
         return
     with _lock:
         _enabled = True
-        first = not _install_requested
-    for name, patch in (("multiprocessing.pool", _patch_pool),
-                        ("concurrent.futures.process", _patch_executor)):
-        module = sys.modules.get(name)
-        if module is not None:
-            patch(module)
-    if first:
-        _request_install()
-
-
-def _request_install() -> None:
-    global _install_requested
-    _install_requested = True
-    if settings.PARENT_RUN_ID.get():
-        _register_hooks()
-    else:
-        from pcs._store.facade import on_writer_started
-
-        on_writer_started(lambda journaled: _register_hooks())
-
-
-def hooks_registered() -> bool:
-    """Whether the pools' import hooks are registered (see :func:`install`)."""
-    return _hooks_registered
-
-
-def _register_hooks() -> None:
-    """Patch the pool modules when they are imported (and now if they are). Idempotent."""
-    global _hooks_registered
-    if _hooks_registered:
-        return
-    with _register_lock:  # not _lock: a hook runs at once (and takes it) if imported already
-        if hooks_registered():  # another thread registered them meanwhile
-            return
+        register = not _hooks_registered
+        _hooks_registered = True
+    if register:
         import wrapt
 
+        # Runs the hook at once if the module is already imported.
         wrapt.register_post_import_hook(_patch_pool, "multiprocessing.pool")
         wrapt.register_post_import_hook(_patch_executor, "concurrent.futures.process")
-        _hooks_registered = True
+    else:
+        import sys
+
+        for name, patch in (("multiprocessing.pool", _patch_pool),
+                            ("concurrent.futures.process", _patch_executor)):
+            module = sys.modules.get(name)
+            if module is not None:
+                patch(module)
 
 
 def uninstall() -> None:

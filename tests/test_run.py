@@ -321,17 +321,6 @@ def test_import_pcs_does_not_import_mlflow() -> None:
     assert out.strip() == "False"
 
 
-def test_import_pcs_leaves_wrapt_and_asyncio_for_later() -> None:
-    """wrapt (which imports asyncio and importlib.metadata, tens of milliseconds) is imported
-    when pcs first wraps a method or needs the pools' import hooks, not by ``import pcs``."""
-    code = ("import sys, pcs; print(sorted(m for m in ('wrapt', 'asyncio', "
-            "'importlib.metadata') if m in sys.modules))")
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
-
-
 def _blocked(tmp_path: Path) -> Path:
     """A directory path that cannot be created: its parent is a regular file."""
     blocker = tmp_path / "a-file"
