@@ -30,7 +30,7 @@ them all; ``pcs.entry_point`` keeps the bare callable name.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
 from pcs import _events, _redaction
@@ -64,30 +64,14 @@ def run_name(
     """
     if _events.arguments_hook is not None:
         return qualname  # a plugin may redact arguments: show none (fail closed)
-    shown: list[str] = []
-    for name, value in arguments.items():
-        kind = type(value)
-        if kind is str:
-            if not 0 < len(value) <= _MAX_STR or " " in value or not value.isprintable():
-                continue
-        elif kind is not float and kind is not int and kind is not bool:
-            continue
-        parameter = parameters.get(name)
-        if parameter is not None:
-            default = parameter.default
-            if type(default) is kind and default == value:
-                continue  # the call did not choose it
+
+    def hidden(name: str, value: Any) -> bool:
         if name in redact or name in exclude or _is_secret_name(name):
-            continue
-        if kind is str and _secret_text(value) is not None:
-            continue
-        text = repr(value)
-        if len(text) > MAX_VALUE_CHARS:
-            continue
-        shown.append(f"{name}={text}")
-        if len(shown) == MAX_NAMED_ARGUMENTS:
-            break
-    return _named(qualname, shown)
+            return True
+        return type(value) is str and _secret_text(value) is not None
+
+    defaults = {name: parameter.default for name, parameter in parameters.items()}
+    return _named(qualname, _shown(arguments, defaults, hidden))
 
 
 _NO_DEFAULT: Final = inspect.Parameter.empty
@@ -102,6 +86,13 @@ def fast_run_name(qualname: str, arguments: Mapping[str, Any],
     credential (it ran the redaction policy's test), so those checks are not repeated.
     ``defaults``: the parameters' defaults by name (those without one left out).
     """
+    return _named(qualname, _shown(arguments, defaults, None))
+
+
+def _shown(arguments: Mapping[str, Any], defaults: Mapping[str, Any],
+           hidden: Callable[[str, Any], bool] | None) -> list[str]:
+    """The ``name=value`` texts of the arguments the rule shows, at most
+    :data:`MAX_NAMED_ARGUMENTS`; ``hidden(name, value)``: a secret (None: none can be)."""
     shown: list[str] = []
     for name, value in arguments.items():
         kind = type(value)
@@ -113,13 +104,15 @@ def fast_run_name(qualname: str, arguments: Mapping[str, Any],
         default = defaults.get(name, _NO_DEFAULT)
         if type(default) is kind and default == value:
             continue  # the call did not choose it
+        if hidden is not None and hidden(name, value):
+            continue
         text = repr(value)
         if len(text) > MAX_VALUE_CHARS:
             continue
         shown.append(f"{name}={text}")
         if len(shown) == MAX_NAMED_ARGUMENTS:
             break
-    return _named(qualname, shown)
+    return shown
 
 
 def _named(qualname: str, shown: list[str]) -> str:
